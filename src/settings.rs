@@ -1,0 +1,468 @@
+//! The settings tree and its layered loading (PROTOCOL.md §12).
+//!
+//! Layers, later wins: the `settings/default.toml` compiled into the binary,
+//! that file on disk when present, `settings/<HUB_ENV>.toml`, the `--config`
+//! file, then `HUB__<SECTION>__<KEY>` environment variables. A layer that
+//! defines `[[services]]` replaces the whole list of the layers before it.
+//! Every struct denies unknown keys, so a typo stops the start with the key
+//! named instead of being silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::GroupName;
+
+/// The commented default settings, also shipped as `settings/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../settings/default.toml");
+/// The production overlay, also shipped as `settings/production.toml`.
+pub const PRODUCTION_TOML: &str = include_str!("../settings/production.toml");
+/// The demo service's token: accepted only outside `HUB_ENV=production`, and
+/// a warning is logged while it is active.
+pub const DEMO_TOKEN: &str = "demo-token";
+
+/// A settings problem, naming the key at fault. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {key}: {message}")]
+pub struct SettingsError {
+    pub key: String,
+    pub message: String,
+}
+
+impl SettingsError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        SettingsError { key: key.into(), message: message.into() }
+    }
+}
+
+/// Everything the hub reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub heartbeat: HeartbeatSettings,
+    pub limits: Limits,
+    pub shutdown: ShutdownSettings,
+    pub status: StatusSettings,
+    pub admin: AdminSettings,
+    pub cluster: ClusterSettings,
+    /// The services allowed to identify.
+    #[serde(default)]
+    pub services: Vec<ServiceSettings>,
+    /// The `HUB_ENV` in force when loaded (not a key of the files).
+    #[serde(skip)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// The WebSocket path.
+    pub ws_path: String,
+    /// Origins allowed to open a WebSocket; empty allows any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// HTTP worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    /// How often the hub sends `PING`.
+    pub interval_ms: u64,
+    /// Silence after which a session is closed with 4006.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Time allowed between connect and `IDENTIFY`.
+    pub identify_timeout_ms: u64,
+    /// WebSocket sessions at once; more are refused with HTTP 503.
+    pub max_connections: usize,
+    /// WebSocket upgrades per second; more are refused with HTTP 503.
+    pub connect_rate_per_sec: u32,
+    /// Bytes queued for one session before it is closed as a slow consumer.
+    pub max_outbound_bytes: usize,
+    /// Frames a session may send per second (token bucket refill).
+    pub rate_per_sec: u32,
+    /// Token bucket size.
+    pub rate_burst: u32,
+    /// How long a `REPLY` to an `EVENT` is accepted.
+    pub reply_ttl_ms: u64,
+    /// Pending requests remembered at once; the oldest go first.
+    pub max_pending_replies: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Time over which the `DISCONNECT 1001`s are spread.
+    pub drain_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSettings {
+    /// Bearer token for `/status`; unset leaves it open.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/api/*`; unset disables the admin API.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Redis URL for cluster mode; unset runs a single node.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// This node's id; unset picks a random one.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// How long a silent node stays in the cluster view.
+    pub node_ttl_ms: u64,
+}
+
+/// One `[[services]]` entry. Exactly one token source must be given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub name: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Hex SHA-256 of the token, so the secret itself need not be stored.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// Name of an environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Path of a file holding the token (trailing newline ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Groups the service may join; `"*"` allows any.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Settings {
+    /// Loads every layer from the working directory and the process
+    /// environment, then validates.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        let env = std::env::var("HUB_ENV").ok().filter(|e| !e.is_empty());
+        Self::load_from(Path::new("settings"), env.as_deref(), config_file, std::env::vars())
+    }
+
+    /// Loads with explicit inputs, for tests.
+    pub fn load_from(
+        dir: &Path,
+        hub_env: Option<&str>,
+        config_file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut layers: Vec<(String, String)> = vec![("built-in default.toml".into(), DEFAULT_TOML.into())];
+        let disk_default = dir.join("default.toml");
+        if disk_default.is_file() {
+            layers.push(read_layer(&disk_default)?);
+        }
+        if let Some(env) = hub_env {
+            if !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(SettingsError::new("HUB_ENV", format!("{env:?} is not a plain name")));
+            }
+            let path = dir.join(format!("{env}.toml"));
+            if path.is_file() {
+                layers.push(read_layer(&path)?);
+            } else if env == "production" {
+                layers.push(("built-in production.toml".into(), PRODUCTION_TOML.into()));
+            } else {
+                return Err(SettingsError::new("HUB_ENV", format!("{} does not exist", path.display())));
+            }
+        }
+        if let Some(path) = config_file {
+            layers.push(read_layer(path)?);
+        }
+
+        // `[[services]]` is replaced, not merged: only the last layer that
+        // defines it counts.
+        let mut services_layer = None;
+        let mut builder = Config::builder();
+        for (i, (name, text)) in layers.iter().enumerate() {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| SettingsError::new(name.clone(), e.to_string()))?;
+            if table.contains_key("services") {
+                services_layer = Some(i);
+            }
+            let _ = table;
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+        }
+        let environment = Environment::with_prefix("HUB")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("server.allowed_origins")
+            .with_list_parse_key("server.trusted_proxies")
+            .source(Some(vars.into_iter().filter(|(k, _)| k.starts_with("HUB__")).collect()));
+        builder = builder.add_source(environment);
+        let built = builder.build().map_err(config_error)?;
+        let mut settings: Settings = built.try_deserialize().map_err(config_error)?;
+
+        settings.services = match services_layer {
+            Some(i) => {
+                let table: toml::Table = layers[i].1.parse().map_err(|e: toml::de::Error| SettingsError::new(layers[i].0.clone(), e.to_string()))?;
+                let services = table.get("services").cloned().unwrap_or(toml::Value::Array(vec![]));
+                services
+                    .try_into()
+                    .map_err(|e: toml::de::Error| SettingsError::new("services", e.message().to_owned()))?
+            }
+            None => Vec::new(),
+        };
+        settings.env = hub_env.map(str::to_owned);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let positive = [
+            ("heartbeat.interval_ms", self.heartbeat.interval_ms),
+            ("heartbeat.timeout_ms", self.heartbeat.timeout_ms),
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
+            ("limits.identify_timeout_ms", self.limits.identify_timeout_ms),
+            ("limits.max_connections", self.limits.max_connections as u64),
+            ("limits.connect_rate_per_sec", u64::from(self.limits.connect_rate_per_sec)),
+            ("limits.max_outbound_bytes", self.limits.max_outbound_bytes as u64),
+            ("limits.rate_per_sec", u64::from(self.limits.rate_per_sec)),
+            ("limits.rate_burst", u64::from(self.limits.rate_burst)),
+            ("limits.reply_ttl_ms", self.limits.reply_ttl_ms),
+            ("limits.max_pending_replies", self.limits.max_pending_replies as u64),
+            ("cluster.node_ttl_ms", self.cluster.node_ttl_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(SettingsError::new(key, "must be greater than 0"));
+            }
+        }
+        if !self.server.ws_path.starts_with('/') {
+            return Err(SettingsError::new("server.ws_path", "must start with /"));
+        }
+        if self.server.host.is_empty() {
+            return Err(SettingsError::new("server.host", "must not be empty"));
+        }
+        for (key, token) in [("status.token", &self.status.token), ("admin.token", &self.admin.token)] {
+            if token.as_deref() == Some("") {
+                return Err(SettingsError::new(key, "must not be empty (leave it unset instead)"));
+            }
+        }
+        if self.cluster.redis_url.is_some() {
+            return Err(SettingsError::new("cluster.redis_url", "cluster mode is not available in this version"));
+        }
+        if let Some(node) = &self.cluster.node_id {
+            if node.is_empty() || node.len() > 64 {
+                return Err(SettingsError::new("cluster.node_id", "must be 1 to 64 characters"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let key = |field: &str| format!("services[{i}].{field}");
+            if service.name.is_empty() || service.name.len() > 128 {
+                return Err(SettingsError::new(key("name"), "must be 1 to 128 characters"));
+            }
+            if service.name == "http" {
+                return Err(SettingsError::new(key("name"), "\"http\" is reserved for the admin API"));
+            }
+            if !names.insert(service.name.as_str()) {
+                return Err(SettingsError::new(key("name"), format!("{:?} is defined twice", service.name)));
+            }
+            let sources = [service.token.is_some(), service.token_sha256.is_some(), service.token_env.is_some(), service.token_file.is_some()];
+            match sources.iter().filter(|s| **s).count() {
+                0 => return Err(SettingsError::new(key("token"), "one of token, token_sha256, token_env, token_file is required")),
+                1 => {}
+                _ => return Err(SettingsError::new(key("token"), "give only one of token, token_sha256, token_env, token_file")),
+            }
+            for (j, group) in service.groups.iter().enumerate() {
+                if group != "*" {
+                    GroupName::parse(group).map_err(|e| SettingsError::new(format!("services[{i}].groups[{j}]"), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True outside `HUB_ENV=production`: the only place the demo token works.
+    pub fn demo_token_allowed(&self) -> bool {
+        self.env.as_deref() != Some("production")
+    }
+}
+
+fn read_layer(path: &Path) -> Result<(String, String), SettingsError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::new(name.clone(), e.to_string()))?;
+    Ok((name, text))
+}
+
+/// Turns config's error into one that names the key.
+fn config_error(e: config::ConfigError) -> SettingsError {
+    let text = e.to_string();
+    // config reports "... for key `limits.rate_per_sec`" or "missing field `x`".
+    let key = text
+        .split("for key `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "settings".to_owned());
+    SettingsError::new(key, text)
+}
+
+fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+impl HeartbeatSettings {
+    pub fn interval(&self) -> Duration {
+        ms(self.interval_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        ms(self.timeout_ms)
+    }
+}
+
+impl Limits {
+    pub fn identify_timeout(&self) -> Duration {
+        ms(self.identify_timeout_ms)
+    }
+    pub fn reply_ttl(&self) -> Duration {
+        ms(self.reply_ttl_ms)
+    }
+}
+
+impl ShutdownSettings {
+    pub fn drain(&self) -> Duration {
+        ms(self.drain_ms)
+    }
+}
+
+impl ClusterSettings {
+    pub fn node_ttl(&self) -> Duration {
+        ms(self.node_ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)], hub_env: Option<&str>, config: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let config_path = config.map(|text| {
+            let p = dir.path().join("extra.toml");
+            std::fs::write(&p, text).expect("write");
+            p
+        });
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_from(dir.path(), hub_env, config_path.as_deref(), vars)
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let s = load(&[], None, None, &[]).expect("defaults load");
+        assert_eq!((s.server.host.as_str(), s.server.port, s.server.ws_path.as_str()), ("0.0.0.0", 8080, "/ws"));
+        assert_eq!((s.heartbeat.interval_ms, s.heartbeat.timeout_ms), (15000, 45000));
+        let l = &s.limits;
+        assert_eq!(
+            (l.max_frame_bytes, l.identify_timeout_ms, l.max_connections, l.connect_rate_per_sec, l.max_outbound_bytes),
+            (65536, 10000, 100000, 1000, 1048576)
+        );
+        assert_eq!((l.rate_per_sec, l.rate_burst, l.reply_ttl_ms, l.max_pending_replies), (1000, 2000, 30000, 100000));
+        assert_eq!((s.shutdown.drain_ms, s.cluster.node_ttl_ms), (2000, 10000));
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert!(s.status.token.is_none() && s.admin.token.is_none() && s.cluster.redis_url.is_none());
+        assert_eq!(s.services.len(), 1);
+        assert_eq!((s.services[0].name.as_str(), s.services[0].token.as_deref()), ("demo", Some(DEMO_TOKEN)));
+        assert_eq!(s.services[0].groups, vec!["*"]);
+    }
+
+    #[test]
+    fn later_layers_win_and_env_vars_win_last() {
+        let s = load(
+            &[("staging.toml", "[server]\nport = 7000\n[limits]\nrate_burst = 5\n")],
+            Some("staging"),
+            Some("[server]\nport = 7100\n"),
+            &[("HUB__LIMITS__RATE_PER_SEC", "7"), ("HUB__SERVER__ALLOWED_ORIGINS", "https://a,https://b")],
+        )
+        .expect("loads");
+        assert_eq!((s.server.port, s.limits.rate_burst, s.limits.rate_per_sec), (7100, 5, 7));
+        assert_eq!(s.server.allowed_origins, vec!["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn a_layer_with_services_replaces_the_whole_list() {
+        let s = load(&[], None, Some("[[services]]\nname = \"orders\"\ntoken_sha256 = \"ab\"\ngroups = [\"o\"]\n"), &[]).expect("loads");
+        assert_eq!(s.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["orders"]);
+    }
+
+    #[test]
+    fn production_defines_no_services_and_refuses_the_demo_token() {
+        let s = load(&[], Some("production"), None, &[]).expect("loads");
+        assert!(!s.demo_token_allowed());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = load(&[], None, Some("[limits]\nrate_per_sec = \"fast\"\n"), &[]).expect_err("bad type");
+        assert_eq!(e.key, "limits.rate_per_sec", "{e}");
+        let e = load(&[], None, Some("[limits]\nrate_per_seconds = 5\n"), &[]).expect_err("unknown key");
+        assert!(e.to_string().contains("rate_per_seconds"), "{e}");
+        let e = load(&[], None, Some("[bogus]\nx = 1\n"), &[]).expect_err("unknown section");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = load(&[], None, None, &[("HUB__LIMITS__RATE_BURST", "0")]).expect_err("zero");
+        assert_eq!(e.key, "limits.rate_burst");
+        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ngroups = []\n"), &[]).expect_err("no token");
+        assert_eq!(e.key, "services[0].token");
+        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \"t\"\ngroups = [\"a b\"]\n"), &[]).expect_err("bad group");
+        assert_eq!(e.key, "services[0].groups[0]");
+        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \"t\"\nbogus = 1\n"), &[]).expect_err("unknown service key");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = load(&[], Some("nope"), None, &[]).expect_err("missing env file");
+        assert_eq!(e.key, "HUB_ENV");
+    }
+}
