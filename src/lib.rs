@@ -20,6 +20,7 @@
 //!   routes.
 //! - [`conn`]: a handle on each TCP connection that lets the hub close a
 //!   socket whose session actor is stuck behind a client that stopped reading.
+//! - [`logging`]: text or JSON log lines.
 //! - [`routes`]: the HTTP endpoints (`/ws`, `/healthz`, `/readyz`, `/status`).
 //! - [`client`]: a small WebSocket client of the protocol, shared by the tests
 //!   and the benchmark tool.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod client;
 pub mod conn;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;

@@ -121,6 +121,9 @@ pub struct Limits {
     pub reply_ttl_ms: u64,
     /// Pending requests remembered at once; the oldest go first.
     pub max_pending_replies: usize,
+    /// How long a session told to close (slow consumer, kick, shutdown) may
+    /// take to flush its `DISCONNECT` before its socket is reset.
+    pub close_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +275,7 @@ impl Settings {
             ("limits.rate_burst", u64::from(self.limits.rate_burst)),
             ("limits.reply_ttl_ms", self.limits.reply_ttl_ms),
             ("limits.max_pending_replies", self.limits.max_pending_replies as u64),
+            ("limits.close_grace_ms", self.limits.close_grace_ms),
             ("cluster.node_ttl_ms", self.cluster.node_ttl_ms),
         ];
         for (key, value) in positive {
@@ -369,6 +373,9 @@ impl Limits {
     }
     pub fn reply_ttl(&self) -> Duration {
         ms(self.reply_ttl_ms)
+    }
+    pub fn close_grace(&self) -> Duration {
+        ms(self.close_grace_ms)
     }
 }
 

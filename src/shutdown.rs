@@ -1,1 +1,80 @@
-//! todo
+//! The drain sequence, in one place: not ready (so load balancers stop
+//! sending) and stop accepting, then `DISCONNECT 1001` to every session spread
+//! over `shutdown.drain_ms`, then stop the server within a deadline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::dev::ServerHandle;
+use tokio::sync::Notify;
+
+use crate::hub::messages::Drain;
+use crate::hub::Hub;
+
+/// Everything the drain needs.
+pub struct Shutdown {
+    ready: Arc<AtomicBool>,
+    hub: Addr<Hub>,
+    server: ServerHandle,
+    drain: Duration,
+    trigger: Arc<Notify>,
+}
+
+/// Starts the drain from outside (tests, embedding programs).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Notify>);
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl Shutdown {
+    pub fn new(ready: Arc<AtomicBool>, hub: Addr<Hub>, server: ServerHandle, drain: Duration) -> Self {
+        Shutdown { ready, hub, server, drain, trigger: Arc::new(Notify::new()) }
+    }
+
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.trigger.clone())
+    }
+
+    /// Waits for SIGTERM, SIGINT or the handle, then drains.
+    pub async fn wait_and_drain(self) {
+        tokio::select! {
+            signal = signal() => log::info!("{signal}: draining"),
+            _ = self.trigger.notified() => log::info!("shutdown requested: draining"),
+        }
+        self.ready.store(false, Ordering::Release);
+        self.server.pause().await;
+        // Each session gets DISCONNECT 1001 within the drain time; a session
+        // that cannot take it is reset after `limits.close_grace_ms`.
+        let _ = self.hub.send(Drain { over: self.drain }).await;
+        self.server.stop(true).await;
+        log::info!("stopped");
+    }
+}
+
+async fn signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

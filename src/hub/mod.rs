@@ -1,1 +1,347 @@
-//! todo
+//! The central `Hub` actor: the session table, the groups, the pending
+//! replies. It routes frames that sessions have already encoded, so every
+//! recipient of a frame shares the same bytes, and it never parses JSON.
+//!
+//! Delivery is batched and bounded. Routing appends a frame to each
+//! recipient's batch; once the hub has handled what is in its mailbox, one
+//! `Deliver` per session carries the batch (`try_send` into the session's
+//! bounded mailbox). Each session's queued bytes are counted; a session past
+//! `limits.max_outbound_bytes`, or whose mailbox is full, is evicted as a
+//! slow consumer: removed from routing at once, told to close, and its socket
+//! reset after a grace period if its actor is stuck behind a client that
+//! stopped reading. So one slow client never grows the hub's memory past its
+//! limit nor delays anyone else.
+
+pub mod messages;
+pub mod pending;
+pub mod registry;
+
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::conn::Closer;
+use crate::metrics::{Drop, Metrics, ServiceLabel};
+use crate::protocol::frame::{self, op};
+use crate::protocol::{CloseCode, ErrorCode};
+use crate::settings::Settings;
+use messages::*;
+use pending::Pending;
+use registry::{Key, Registry};
+
+/// What the hub keeps to reach one session.
+pub struct Link {
+    deliver: Recipient<Deliver>,
+    close: Recipient<Close>,
+    outbound: Arc<AtomicUsize>,
+    closer: Closer,
+    peer: Option<SocketAddr>,
+    /// Frames routed to the session since the last flush.
+    batch: Vec<ByteString>,
+    batch_bytes: usize,
+}
+
+/// The hub's settings, read once.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub max_outbound_bytes: usize,
+    pub reply_ttl: Duration,
+    pub max_pending_replies: usize,
+    /// How long a session told to close may take before its socket is reset.
+    pub close_grace: Duration,
+}
+
+impl HubConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        HubConfig {
+            max_outbound_bytes: s.limits.max_outbound_bytes,
+            reply_ttl: s.limits.reply_ttl(),
+            max_pending_replies: s.limits.max_pending_replies,
+            close_grace: s.limits.close_grace(),
+        }
+    }
+}
+
+pub struct Hub {
+    config: HubConfig,
+    /// Sessions, groups, services.
+    registry: Registry<Link>,
+    /// Who awaits replies to which `EVENT` id.
+    pending: Pending,
+    metrics: Arc<Metrics>,
+    /// Sessions with a non-empty batch, in the order they got their first frame.
+    dirty: Vec<Key>,
+    /// A `Flush` is queued behind the mailbox.
+    flush_scheduled: bool,
+    /// Reused buffer for recipient lists.
+    scratch: Vec<Key>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Self {
+        let pending = Pending::new(config.reply_ttl, config.max_pending_replies);
+        Hub {
+            config,
+            registry: Registry::default(),
+            pending,
+            metrics,
+            dirty: Vec::new(),
+            flush_scheduled: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Queues `frame` for one session; it goes out at the next flush.
+    fn push(&mut self, key: Key, frame: ByteString, ctx: &mut Context<Self>) {
+        let Some(entry) = self.registry.get_mut(key) else { return };
+        let link = &mut entry.link;
+        if link.batch.is_empty() {
+            self.dirty.push(key);
+        }
+        link.batch_bytes += frame.len();
+        link.batch.push(frame);
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            // Handled after everything already in the mailbox, so that a
+            // burst of routed frames goes out as one message per session.
+            ctx.notify(Flush);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let mut dirty = mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            let Some(entry) = self.registry.get_mut(key) else { continue };
+            let link = &mut entry.link;
+            if link.batch.is_empty() {
+                continue;
+            }
+            let frames = mem::take(&mut link.batch);
+            let bytes = mem::replace(&mut link.batch_bytes, 0);
+            let queued = link.outbound.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            let n = frames.len() as u64;
+            if queued > self.config.max_outbound_bytes {
+                self.metrics.dropped(Drop::SlowConsumer, n);
+                self.close_session(key, CloseCode::SlowConsumer, ctx);
+                continue;
+            }
+            match link.deliver.try_send(Deliver { frames, bytes }) {
+                Ok(()) => {}
+                Err(SendError::Full(_)) => {
+                    self.metrics.dropped(Drop::SlowConsumer, n);
+                    self.close_session(key, CloseCode::SlowConsumer, ctx);
+                }
+                Err(SendError::Closed(_)) => {
+                    self.remove_session(key);
+                }
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    /// Removes a session from routing and updates the gauges.
+    fn remove_session(&mut self, key: Key) -> Option<Link> {
+        let entry = self.registry.remove(key)?;
+        if let Some(service) = &entry.service {
+            self.metrics.identified.dec();
+            self.metrics.sessions_per_service.get_or_create(&ServiceLabel { service: service.to_string() }).dec();
+            self.metrics.groups.set(self.registry.group_count() as i64);
+        }
+        Some(entry.link)
+    }
+
+    /// Removes a session and orders it closed with `code`; if its actor is
+    /// stuck (the client stopped reading) the socket is reset after the grace.
+    fn close_session(&mut self, key: Key, code: CloseCode, ctx: &mut Context<Self>) {
+        let id = self.registry.get(key).map(|e| e.id);
+        let service = self.registry.get(key).and_then(|e| e.service.clone());
+        let Some(link) = self.remove_session(key) else { return };
+        log::info!(
+            "closing session {} (service {}, peer {}): {code}",
+            id.map(|i| i.to_string()).unwrap_or_default(),
+            service.as_deref().unwrap_or("-"),
+            link.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        );
+        self.metrics.disconnected(code);
+        // One message past the mailbox limit, once per session: bounded.
+        link.close.do_send(Close { code });
+        let closer = link.closer;
+        ctx.run_later(self.config.close_grace, move |_, _| {
+            if closer.is_open() {
+                log::debug!("socket still open {:?} after close order; resetting it", code);
+                closer.reset();
+            }
+        });
+    }
+}
+
+/// Sends the batches collected while the mailbox was being handled.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Senders are flow-controlled by waiting on `send` every few frames;
+        // capacity here only decides when such a `send` parks, so keep it
+        // well above any burst.
+        ctx.set_mailbox_capacity(1 << 20);
+        ctx.run_interval(Duration::from_secs(1), |hub, _| hub.pending.expire(Instant::now()));
+    }
+}
+
+impl Handler<Flush> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Connect> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        let link = Link {
+            deliver: msg.deliver,
+            close: msg.close,
+            outbound: msg.outbound,
+            closer: msg.closer,
+            peer: msg.peer,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        };
+        self.registry.insert(msg.id, link);
+    }
+}
+
+impl Handler<Join> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+        let Some(key) = self.registry.key(&msg.id) else { return };
+        self.metrics.identified.inc();
+        self.metrics.sessions_per_service.get_or_create(&ServiceLabel { service: msg.service.to_string() }).inc();
+        self.registry.identify(key, msg.service, msg.groups);
+        self.metrics.groups.set(self.registry.group_count() as i64);
+    }
+}
+
+impl Handler<Route> for Hub {
+    type Result = Result<(), ErrorCode>;
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Self::Result {
+        let sender = match msg.from {
+            Some(id) => match self.registry.key(&id) {
+                Some(key) => Some(key),
+                None => return Ok(()), // the sender is gone or evicted
+            },
+            None => None,
+        };
+        let mut out = mem::take(&mut self.scratch);
+        out.clear();
+        let result = self.registry.recipients(&msg.intent, sender, &mut out);
+        match result {
+            Err(code) => {
+                self.metrics.dropped(Drop::NoRecipient, 1);
+                if let Some(key) = sender {
+                    self.push(key, frame::error(Some(&msg.id), code, code.message()), ctx);
+                }
+            }
+            Ok(()) => {
+                if let (Some(from), false) = (msg.from, out.is_empty()) {
+                    self.pending.insert(msg.id.clone(), from, Instant::now());
+                }
+                for &key in &out {
+                    self.push(key, msg.frame.clone(), ctx);
+                }
+                self.metrics.delivered(op::EVENT, out.len() as u64);
+                self.metrics.routing_latency.observe(msg.at.elapsed().as_secs_f64());
+            }
+        }
+        self.scratch = out;
+        result
+    }
+}
+
+impl Handler<Reply> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
+        let Some(replier) = self.registry.key(&msg.from) else { return };
+        let target = self.pending.lookup(&msg.id, Instant::now());
+        let code = match target.map(|sender| self.registry.key(&sender)) {
+            Some(Some(key)) => {
+                self.push(key, msg.frame, ctx);
+                self.metrics.delivered(op::REPLY, 1);
+                return;
+            }
+            // The original sender has left since.
+            Some(None) => ErrorCode::UnknownTarget,
+            None => ErrorCode::UnknownRequest,
+        };
+        self.metrics.dropped(Drop::NoRecipient, 1);
+        self.push(replier, frame::error(Some(&msg.id), code, code.message()), ctx);
+    }
+}
+
+impl Handler<Leave> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        if let Some(key) = self.registry.key(&msg.id) {
+            self.remove_session(key);
+        }
+    }
+}
+
+impl Handler<GetSnapshot> for Hub {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let mut groups: Vec<(String, usize)> = self.registry.groups().map(|(g, n)| (g.to_string(), n)).collect();
+        groups.sort();
+        let mut services: Vec<(String, usize)> = self.registry.services().map(|(s, n)| (s.to_string(), n)).collect();
+        services.sort();
+        MessageResult(Snapshot { connections: self.registry.len(), identified: self.registry.identified_len(), groups, services })
+    }
+}
+
+impl Handler<Kick> for Hub {
+    type Result = bool;
+    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) -> bool {
+        match self.registry.key(&msg.session) {
+            Some(key) => {
+                self.close_session(key, CloseCode::Kicked, ctx);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<Drain> for Hub {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        // Close orders go out in slices every STEP, so that clients do not
+        // all reconnect at the same moment.
+        const STEP: Duration = Duration::from_millis(10);
+        let ids: Vec<_> = self.registry.keys().into_iter().filter_map(|k| self.registry.get(k).map(|e| e.id)).collect();
+        let steps = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
+        let per_step = ids.len().div_ceil(steps).max(1);
+        log::info!("draining {} sessions over {:?}", ids.len(), msg.over);
+        for (i, chunk) in ids.chunks(per_step).enumerate() {
+            let chunk = chunk.to_vec();
+            ctx.run_later(STEP * i as u32, move |hub, ctx| {
+                for id in chunk {
+                    if let Some(key) = hub.registry.key(&id) {
+                        hub.close_session(key, CloseCode::Shutdown, ctx);
+                    }
+                }
+            });
+        }
+        let total = STEP * ids.len().div_ceil(per_step) as u32;
+        Box::pin(actix::clock::sleep(total).into_actor(self))
+    }
+}

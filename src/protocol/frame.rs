@@ -183,6 +183,12 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     }
 }
 
+/// The id of a frame, if it has a readable one; used to answer a frame that
+/// is dropped before it is parsed (rate limit).
+pub fn parse_id(text: &str) -> Option<String> {
+    serde_json::from_str::<IdOnly<'_>>(text).ok().and_then(|f| f.id).map(Cow::into_owned)
+}
+
 fn check_name(field: &str, value: &str) -> Result<(), FrameError> {
     let n = value.chars().count();
     if n == 0 || n > MAX_NAME_CHARS {

@@ -1,1 +1,99 @@
-//! todo
+//! The HTTP side: the WebSocket upgrade and the status endpoints. Every
+//! answer that is not a success is 4xx/503 JSON `{code, message}`.
+
+pub mod status;
+pub mod ws;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::session::rate_limit::TokenBucket;
+use crate::session::SessionConfig;
+
+/// What every HTTP handler shares.
+pub struct AppState {
+    /// Handed to each new session.
+    pub session: Arc<SessionConfig>,
+    pub metrics: Arc<Metrics>,
+    /// False while starting or draining: `/readyz` 503 and no new sessions.
+    pub ready: Arc<AtomicBool>,
+    pub started: Instant,
+    pub node: Arc<str>,
+    pub max_connections: usize,
+    /// `limits.connect_rate_per_sec`, shared by all workers.
+    pub connect_rate: Mutex<TokenBucket>,
+    pub status_token: Option<String>,
+}
+
+/// An HTTP error answer: `{code, message}` with a status.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, retry_after: None, code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(self)
+    }
+}
+
+/// Mounts every route. `ws_path` comes from the settings.
+pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.route(&ws_path, web::get().to(ws::upgrade))
+            .route("/healthz", web::get().to(status::healthz))
+            .route("/readyz", web::get().to(status::readyz))
+            .route("/status", web::get().to(status::status))
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> ApiError {
+    let known = ["/healthz", "/readyz", "/status"];
+    if known.contains(&req.path()) {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed here", req.method()))
+    } else {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+    }
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _: &actix_web::HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}

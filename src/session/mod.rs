@@ -1,1 +1,452 @@
-//! todo
+//! One `WsSession` actor per WebSocket connection. It parses each frame once,
+//! answers what concerns only itself (identify, ping, errors), encodes what
+//! must be routed and hands it to the hub; it writes what the hub delivers.
+//! It never routes.
+//!
+//! Flow control on the way in: most frames go to the hub with `do_send`,
+//! but every [`WINDOW_FRAMES`] frames (or [`WINDOW_BYTES`]) the session waits
+//! until the hub has handled them. While it waits it reads nothing more from
+//! its socket, so a fast sender is slowed by TCP instead of queuing unbounded
+//! work in the hub (`../shared/notes/actix-backpressure.md`).
+
+pub mod rate_limit;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use bytes::BytesMut;
+use serde_json::value::RawValue;
+
+use crate::auth::{Auth, AuthError};
+use crate::conn::Closer;
+use crate::hub::messages::{Close, Connect, Deliver, Join, Leave, Reply, Route};
+use crate::hub::Hub;
+use crate::metrics::{Drop, Metrics, OP_INVALID};
+use crate::protocol::frame::{self, op, Inbound};
+use crate::protocol::{CloseCode, ErrorCode};
+use crate::settings::Settings;
+use crate::{ServiceName, SessionId};
+use rate_limit::{DropWindow, TokenBucket};
+
+/// Frames a session may hand the hub before it waits for the hub to catch up.
+pub const WINDOW_FRAMES: u32 = 16;
+/// Bytes a session may hand the hub before it waits for the hub to catch up.
+pub const WINDOW_BYTES: usize = 256 * 1024;
+/// Batches the hub may queue in a session's mailbox; the byte limit
+/// (`limits.max_outbound_bytes`) usually trips first.
+const MAILBOX_CAPACITY: usize = 256;
+
+/// What every session shares: the hub, the services, the metrics and the
+/// settings it needs.
+pub struct SessionConfig {
+    pub hub: Addr<Hub>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    /// This node's id, reported in the `IDENTIFY` reply.
+    pub node: Arc<str>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub identify_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+}
+
+impl SessionConfig {
+    pub fn new(settings: &Settings, hub: Addr<Hub>, auth: Arc<Auth>, metrics: Arc<Metrics>, node: Arc<str>) -> Self {
+        SessionConfig {
+            hub,
+            auth,
+            metrics,
+            node,
+            heartbeat_interval: settings.heartbeat.interval(),
+            heartbeat_timeout: settings.heartbeat.timeout(),
+            identify_timeout: settings.limits.identify_timeout(),
+            max_frame_bytes: settings.limits.max_frame_bytes,
+            rate_per_sec: settings.limits.rate_per_sec,
+            rate_burst: settings.limits.rate_burst,
+        }
+    }
+}
+
+/// Holds one place under `limits.max_connections` for as long as it lives.
+pub struct ConnectionSlot(Arc<Metrics>);
+
+impl ConnectionSlot {
+    /// Takes a place, or `None` when all `max` are taken.
+    pub fn acquire(metrics: &Arc<Metrics>, max: usize) -> Option<Self> {
+        let before = metrics.connections.inc();
+        if before >= max as i64 {
+            metrics.connections.dec();
+            return None;
+        }
+        Some(ConnectionSlot(metrics.clone()))
+    }
+}
+
+impl std::ops::Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
+/// Who the session is, once identified.
+struct Identity {
+    service: ServiceName,
+    /// `{"session": ..., "service": ...}`, stamped on every frame it sends.
+    source: Box<RawValue>,
+}
+
+pub struct WsSession {
+    id: SessionId,
+    config: Arc<SessionConfig>,
+    identity: Option<Identity>,
+    peer: Option<SocketAddr>,
+    /// Last frame or Pong from the client.
+    last_seen: Instant,
+    next_ping: Instant,
+    ping_seq: u64,
+    bucket: TokenBucket,
+    drops: DropWindow,
+    /// Frames and bytes handed to the hub since the last wait.
+    unacked_frames: u32,
+    unacked_bytes: usize,
+    /// Bytes the hub has queued for us and we have not yet written.
+    outbound: Arc<AtomicUsize>,
+    closer: Closer,
+    /// A fragmented message being put together: (is text, bytes so far).
+    fragments: Option<(bool, BytesMut)>,
+    /// Why we are closing; `None` while open or when the client vanished.
+    close_code: Option<CloseCode>,
+    /// The hub ordered the close and counted it.
+    closed_by_hub: bool,
+    _slot: ConnectionSlot,
+}
+
+impl WsSession {
+    pub fn new(config: Arc<SessionConfig>, slot: ConnectionSlot, closer: Closer, peer: Option<SocketAddr>) -> Self {
+        let now = Instant::now();
+        let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
+        WsSession {
+            id: SessionId::new(),
+            next_ping: now + config.heartbeat_interval,
+            config,
+            identity: None,
+            peer,
+            last_seen: now,
+            ping_seq: 0,
+            bucket,
+            drops: DropWindow::default(),
+            unacked_frames: 0,
+            unacked_bytes: 0,
+            outbound: Arc::new(AtomicUsize::new(0)),
+            closer,
+            fragments: None,
+            close_code: None,
+            closed_by_hub: false,
+            _slot: slot,
+        }
+    }
+
+    fn peer(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    }
+
+    /// Sends `DISCONNECT` (except for 1000), the close frame, and stops.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode) {
+        if self.close_code.is_some() {
+            return;
+        }
+        self.close_code = Some(code);
+        if code != CloseCode::Normal {
+            ctx.text(frame::disconnect(code));
+        }
+        ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code.code()), description: Some(code.slug().into()) }));
+        ctx.stop();
+    }
+
+    fn error(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Option<&str>, code: ErrorCode, message: &str) {
+        self.config.metrics.dropped(if code == ErrorCode::RateLimited { Drop::RateLimited } else { Drop::Invalid }, 1);
+        ctx.text(frame::error(id, code, message));
+    }
+
+    /// Takes a token from the rate limit; a frame without one is dropped
+    /// with `rate_limited`, and too many drops in a second close with 4008.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: Option<&str>) -> bool {
+        let now = Instant::now();
+        if self.bucket.try_take(now) {
+            return true;
+        }
+        if self.drops.record(now) > self.config.rate_burst {
+            self.config.metrics.dropped(Drop::RateLimited, 1);
+            self.close(ctx, CloseCode::RateLimited);
+        } else {
+            let id = text.and_then(frame::parse_id);
+            self.error(ctx, id.as_deref(), ErrorCode::RateLimited, ErrorCode::RateLimited.message());
+        }
+        false
+    }
+
+    /// Hands a message to the hub, waiting for it every window.
+    fn forward<M>(&mut self, msg: M, bytes: usize, ctx: &mut ws::WebsocketContext<Self>)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Hub: Handler<M>,
+    {
+        self.unacked_frames += 1;
+        self.unacked_bytes += bytes;
+        if self.unacked_frames >= WINDOW_FRAMES || self.unacked_bytes >= WINDOW_BYTES {
+            self.unacked_frames = 0;
+            self.unacked_bytes = 0;
+            let sent = self.config.hub.send(msg).into_actor(self).map(|res, _, ctx| {
+                if res.is_err() {
+                    ctx.stop();
+                }
+            });
+            ctx.wait(sent);
+        } else {
+            self.config.hub.do_send(msg);
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.admit(ctx, Some(text)) {
+            return;
+        }
+        let inbound = match frame::parse(text) {
+            Ok(inbound) => inbound,
+            Err(e) => {
+                self.config.metrics.received(OP_INVALID);
+                self.error(ctx, e.id.as_deref(), e.code, &e.message);
+                return;
+            }
+        };
+        match inbound {
+            Inbound::Ping { id, data } => {
+                self.config.metrics.received(op::PING);
+                ctx.text(frame::ping_pong(op::PONG, id.as_deref(), data));
+            }
+            Inbound::Pong => self.config.metrics.received(op::PONG),
+            Inbound::Disconnect => {
+                self.config.metrics.received(op::DISCONNECT);
+                self.close(ctx, CloseCode::Normal);
+            }
+            Inbound::Identify { id, token, groups } => {
+                self.config.metrics.received(op::IDENTIFY);
+                self.identify(id.as_deref(), &token, groups.as_deref(), ctx);
+            }
+            Inbound::Event(ev) => {
+                self.config.metrics.received(op::EVENT);
+                let Some(identity) = &self.identity else {
+                    return self.error(ctx, ev.id.as_deref(), ErrorCode::NotIdentified, ErrorCode::NotIdentified.message());
+                };
+                let id: Arc<str> = match ev.id {
+                    Some(id) => id.into(),
+                    None => uuid::Uuid::new_v4().hyphenated().to_string().into(),
+                };
+                let frame = frame::routed_event(&id, &ev.event, ev.data, ev.intent_raw, &identity.source);
+                let bytes = frame.len();
+                let route = Route { from: Some(self.id), id, intent: ev.intent, frame, at: Instant::now() };
+                self.forward(route, bytes, ctx);
+            }
+            Inbound::Reply(reply) => {
+                self.config.metrics.received(op::REPLY);
+                let Some(identity) = &self.identity else {
+                    return self.error(ctx, Some(&reply.id), ErrorCode::NotIdentified, ErrorCode::NotIdentified.message());
+                };
+                let frame = frame::routed_reply(&reply.id, reply.event.as_deref(), reply.data, &identity.source);
+                let bytes = frame.len();
+                self.forward(Reply { from: self.id, id: reply.id.into(), frame }, bytes, ctx);
+            }
+        }
+    }
+
+    fn identify(&mut self, id: Option<&str>, token: &str, groups: Option<&[String]>, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.identity.is_some() {
+            return self.error(ctx, id, ErrorCode::AlreadyIdentified, ErrorCode::AlreadyIdentified.message());
+        }
+        let joined = self.config.auth.check(token).and_then(|service| {
+            let groups = service.resolve_groups(groups)?;
+            Ok((service, groups))
+        });
+        let (service, groups) = match joined {
+            Ok(ok) => ok,
+            Err(e) => {
+                let code = match e {
+                    AuthError::BadToken => ErrorCode::AuthFailed,
+                    AuthError::ForbiddenGroup(_) => ErrorCode::ForbiddenGroup,
+                };
+                log::info!("identify refused: session {} peer {}: {}", self.id, self.peer(), e);
+                self.error(ctx, id, code, &e.to_string());
+                return self.close(ctx, CloseCode::AuthFailed);
+            }
+        };
+        let session = self.id.to_string();
+        let reply = frame::identified(
+            id,
+            &session,
+            &service.name,
+            &groups,
+            self.config.heartbeat_interval.as_millis() as u64,
+            &self.config.node,
+        );
+        self.identity = Some(Identity { service: service.name.clone(), source: frame::source(Some(&session), &service.name) });
+        log::info!(
+            "identify: session {} service {} peer {} groups [{}]",
+            self.id,
+            service.name,
+            self.peer(),
+            groups.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")
+        );
+        // Answer only once the hub can route to us, so that a DIRECT sent
+        // right after the reply finds this session.
+        let join = self.config.hub.send(Join { id: self.id, service: service.name.clone(), groups });
+        ctx.wait(join.into_actor(self).map(move |res, _, ctx| match res {
+            Ok(()) => ctx.text(reply),
+            Err(_) => ctx.stop(),
+        }));
+    }
+
+    /// Puts a fragmented message together, within `limits.max_frame_bytes`.
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (first, chunk, last) = match item {
+            actix_http::ws::Item::FirstText(b) => (Some(true), b, false),
+            actix_http::ws::Item::FirstBinary(b) => (Some(false), b, false),
+            actix_http::ws::Item::Continue(b) => (None, b, false),
+            actix_http::ws::Item::Last(b) => (None, b, true),
+        };
+        if let Some(is_text) = first {
+            self.fragments = Some((is_text, BytesMut::with_capacity(chunk.len())));
+        }
+        let Some((is_text, buf)) = self.fragments.as_mut() else {
+            // A continuation without a first fragment: a protocol error.
+            return self.close(ctx, CloseCode::Normal);
+        };
+        if buf.len() + chunk.len() > self.config.max_frame_bytes {
+            return self.close(ctx, CloseCode::TooBig);
+        }
+        buf.extend_from_slice(&chunk);
+        if last {
+            let is_text = *is_text;
+            let Some((_, whole)) = self.fragments.take() else { return };
+            if !is_text {
+                return self.on_binary(ctx);
+            }
+            match std::str::from_utf8(&whole) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.error(ctx, None, ErrorCode::InvalidFrame, "text message is not valid UTF-8"),
+            }
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.config.metrics.received(OP_INVALID);
+        if self.admit(ctx, None) {
+            self.error(ctx, None, ErrorCode::UnsupportedFrame, ErrorCode::UnsupportedFrame.message());
+        }
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let addr = ctx.address();
+        self.config.hub.do_send(Connect {
+            id: self.id,
+            deliver: addr.clone().recipient(),
+            close: addr.recipient(),
+            outbound: self.outbound.clone(),
+            closer: self.closer.clone(),
+            peer: self.peer,
+        });
+        log::info!("connect: session {} peer {}", self.id, self.peer());
+
+        ctx.run_later(self.config.identify_timeout, |act, ctx| {
+            if act.identity.is_none() {
+                act.close(ctx, CloseCode::IdentifyTimeout);
+            }
+        });
+        // One timer both sends PINGs and checks for silence, ticking often
+        // enough that a silent client is closed close to the timeout.
+        let (interval, timeout) = (self.config.heartbeat_interval, self.config.heartbeat_timeout);
+        let tick = interval.min(timeout / 4).max(Duration::from_millis(1));
+        ctx.run_interval(tick, move |act, ctx| {
+            let now = Instant::now();
+            if now.saturating_duration_since(act.last_seen) >= timeout {
+                return act.close(ctx, CloseCode::HeartbeatTimeout);
+            }
+            if now >= act.next_ping {
+                act.ping_seq += 1;
+                ctx.text(frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
+                act.next_ping = now + interval;
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.config.hub.do_send(Leave { id: self.id });
+        if let (Some(code), false) = (self.close_code, self.closed_by_hub) {
+            self.config.metrics.disconnected(code);
+        }
+        log::info!(
+            "disconnect: session {} service {} peer {} code {}",
+            self.id,
+            self.identity.as_ref().map(|i| &*i.service).unwrap_or("-"),
+            self.peer(),
+            self.close_code.map(|c| c.to_string()).unwrap_or_else(|| "1006 connection_lost".into()),
+        );
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.close_code.is_some() {
+            return;
+        }
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
+            Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                self.config.metrics.received(OP_INVALID);
+                self.error(ctx, None, ErrorCode::InvalidFrame, "text message is not valid UTF-8");
+            }
+            Err(e) => {
+                log::debug!("session {}: protocol error: {e}", self.id);
+                ctx.close(Some(ws::CloseCode::Protocol.into()));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        for frame in msg.frames {
+            ctx.text(frame);
+        }
+        self.outbound.fetch_sub(msg.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Handler<Close> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        self.closed_by_hub = true;
+        self.close(ctx, msg.code);
+    }
+}
+

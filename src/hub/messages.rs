@@ -1,0 +1,125 @@
+//! The vocabulary between sessions, HTTP handlers and the hub. Frames travel
+//! already encoded: the hub routes bytes and never parses JSON.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::conn::Closer;
+use crate::protocol::{CloseCode, ErrorCode, Intent};
+use crate::{GroupName, ServiceName, SessionId};
+
+// ---- session -> hub ----
+
+/// A connection opened (sent from the session's `started`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The session's id.
+    pub id: SessionId,
+    /// Where the hub delivers frames (bounded mailbox, `try_send`).
+    pub deliver: Recipient<Deliver>,
+    /// Where the hub sends the one close order.
+    pub close: Recipient<Close>,
+    /// Bytes the hub has queued for the session and the session has not yet
+    /// written: the hub adds, the session subtracts.
+    pub outbound: Arc<AtomicUsize>,
+    /// Resets the socket when the session actor is stuck.
+    pub closer: Closer,
+    /// The client's address, for logs and `/status`.
+    pub peer: Option<SocketAddr>,
+}
+
+/// The session identified: add it to the routing table and its groups.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub id: SessionId,
+    pub service: ServiceName,
+    pub groups: Vec<GroupName>,
+}
+
+/// Route an `EVENT` by its intent; answers why nothing was routed.
+#[derive(Message)]
+#[rtype(result = "Result<(), ErrorCode>")]
+pub struct Route {
+    /// The sender; `None` for the admin API.
+    pub from: Option<SessionId>,
+    /// The frame's id, for replies and errors.
+    pub id: Arc<str>,
+    pub intent: Intent,
+    /// The frame as every recipient gets it.
+    pub frame: ByteString,
+    /// When the frame arrived, for the routing latency histogram.
+    pub at: Instant,
+}
+
+/// Route a `REPLY` back to the sender of the `EVENT` with that id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reply {
+    pub from: SessionId,
+    pub id: Box<str>,
+    pub frame: ByteString,
+}
+
+/// The session stopped (sent from its `stopped`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub id: SessionId,
+}
+
+// ---- hub -> session ----
+
+/// Frames to write, in order. `bytes` is their total length, to be
+/// subtracted from the session's outbound counter once written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub frames: Vec<ByteString>,
+    pub bytes: usize,
+}
+
+/// Send `DISCONNECT` with this code, close, and stop.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: CloseCode,
+}
+
+// ---- HTTP / shutdown -> hub ----
+
+/// A snapshot of the routing table for `/status`.
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub connections: usize,
+    pub identified: usize,
+    /// Group name -> member count, sorted by name.
+    pub groups: Vec<(String, usize)>,
+    /// Service name -> session count, sorted by name.
+    pub services: Vec<(String, usize)>,
+}
+
+/// Close one session with 4009 (`kicked`); answers whether it existed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Kick {
+    pub session: SessionId,
+}
+
+/// Close every session with 1001, spread over `over`; answers once every
+/// close order has been sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub over: Duration,
+}

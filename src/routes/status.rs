@@ -1,0 +1,83 @@
+//! `GET /healthz`, `/readyz` and `/status` (§10).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::auth::secret_eq;
+use crate::hub::messages::GetSnapshot;
+
+/// 200 while the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// 200 while sessions are accepted; 503 while starting or draining.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable"}))
+    }
+}
+
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    node: String,
+    uptime_seconds: u64,
+    connections: Connections,
+    groups: BTreeMap<String, usize>,
+    services: BTreeMap<String, usize>,
+    messages: Messages,
+}
+
+#[derive(Serialize)]
+struct Connections {
+    total: usize,
+    identified: usize,
+}
+
+#[derive(Serialize)]
+struct Messages {
+    received: u64,
+    delivered: u64,
+    dropped: u64,
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| secret_eq(given.trim(), expected))
+}
+
+pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.status_token {
+        if !bearer_ok(&req, token) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <status.token>"));
+        }
+    }
+    let snapshot = state
+        .session
+        .hub
+        .send(GetSnapshot)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the hub is stopping"))?;
+    let (received, delivered, dropped) = state.metrics.totals();
+    Ok(HttpResponse::Ok().json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        node: state.node.to_string(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        connections: Connections { total: snapshot.connections, identified: snapshot.identified },
+        groups: snapshot.groups.into_iter().collect(),
+        services: snapshot.services.into_iter().collect(),
+        messages: Messages { received, delivered, dropped },
+    }))
+}

@@ -1,0 +1,45 @@
+//! `GET /ws`: the WebSocket upgrade. The connection cap and the connect rate
+//! are checked here, before any session exists, and refused with 503 and
+//! `Retry-After`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+
+use super::{ApiError, AppState};
+use crate::conn::ConnHandle;
+use crate::session::{ConnectionSlot, WsSession};
+
+pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Err(e) = ws::handshake(&req) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("not a WebSocket upgrade: {e}")));
+    }
+    let unavailable = |message: &str, retry_after: u64| {
+        state.metrics.refused_upgrades.inc();
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.retry_after = Some(retry_after);
+        e
+    };
+    if !state.ready.load(Ordering::Acquire) {
+        return Err(unavailable("the hub is not accepting sessions (starting or draining)", 1));
+    }
+    {
+        let mut bucket = state.connect_rate.lock().unwrap_or_else(|e| e.into_inner());
+        if !bucket.try_take(Instant::now()) {
+            let wait = bucket.wait_time().as_secs_f64().ceil().max(1.0) as u64;
+            return Err(unavailable("too many connections per second; retry later", wait));
+        }
+    }
+    let Some(slot) = ConnectionSlot::acquire(&state.metrics, state.max_connections) else {
+        return Err(unavailable("the hub is at its connection limit; retry later", 1));
+    };
+    let closer = req.conn_data::<ConnHandle>().map(ConnHandle::closer).unwrap_or_default();
+    let session = WsSession::new(state.session.clone(), slot, closer, req.peer_addr());
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.session.max_frame_bytes)
+        .start()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+}
