@@ -1,1 +1,177 @@
-//! todo
+//! A small client of the protocol over a real WebSocket, shared by the
+//! end-to-end tests and the benchmark tool. Every wait takes a deadline.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The default deadline for one expected event.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("nothing arrived within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection closed ({0:?})")]
+    Closed(Option<(u16, String)>),
+    #[error("not JSON: {0}")]
+    Json(String),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// What the hub sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A text message, parsed.
+    Frame(Value),
+    /// A close frame with its code and reason, or the socket ended without.
+    Closed(Option<(u16, String)>),
+    /// A binary message (the hub never sends one).
+    Binary(Vec<u8>),
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Answer the hub's heartbeat `PING`s and hide them from `recv_frame`.
+    pub auto_pong: bool,
+}
+
+impl Client {
+    /// Connects to a `ws://` URL.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.map_err(|_| ClientError::Timeout(WAIT))??;
+        Ok(Client { ws, auto_pong: true })
+    }
+
+    pub async fn send_json(&mut self, value: &Value) -> Result<(), ClientError> {
+        self.send_text(value.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.ws.send(Message::text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends any WebSocket message (binary, ping, close, ...).
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), ClientError> {
+        self.ws.send(msg).await?;
+        Ok(())
+    }
+
+    /// The next thing the hub sent, within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Result<Received, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| ClientError::Timeout(wait))?;
+            match next {
+                None => return Ok(Received::Closed(None)),
+                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => return Ok(Received::Closed(None)),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).map_err(|_| ClientError::Json(text.to_string()))?;
+                    if self.auto_pong && value["op"] == 3 && value.get("source").is_none() {
+                        let pong = json!({"op": 4, "id": value["id"]});
+                        self.send_json(&pong).await?;
+                        continue;
+                    }
+                    return Ok(Received::Frame(value));
+                }
+                Some(Ok(Message::Binary(b))) => return Ok(Received::Binary(b.to_vec())),
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(Received::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                }
+                Some(Ok(_)) => continue, // ping/pong are handled by tungstenite
+            }
+        }
+    }
+
+    /// The next text message exactly as sent, skipping the hub's heartbeat
+    /// `PING`s (unanswered); for checks that `serde_json::Value` would blur.
+    pub async fn recv_text(&mut self, wait: Duration) -> Result<String, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| ClientError::Timeout(wait))?;
+            match next {
+                None => return Err(ClientError::Closed(None)),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Text(text))) => {
+                    let is_heartbeat = serde_json::from_str::<Value>(&text).is_ok_and(|v| v["op"] == 3 && v.get("source").is_none());
+                    if !is_heartbeat {
+                        return Ok(text.to_string());
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ClientError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))))
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame; a close is an error.
+    pub async fn recv_frame(&mut self) -> Result<Value, ClientError> {
+        self.recv_frame_within(WAIT).await
+    }
+
+    pub async fn recv_frame_within(&mut self, wait: Duration) -> Result<Value, ClientError> {
+        match self.recv(wait).await? {
+            Received::Frame(v) => Ok(v),
+            Received::Closed(c) => Err(ClientError::Closed(c)),
+            Received::Binary(_) => Err(ClientError::Unexpected("binary message".into())),
+        }
+    }
+
+    /// Reads until the connection closes and returns the `DISCONNECT`
+    /// frame's code (if one came) and the close frame's code.
+    pub async fn recv_close(&mut self, wait: Duration) -> Result<(Option<u16>, Option<u16>), ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut disconnect = None;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await {
+                Ok(Received::Frame(v)) if v["op"] == 2 => disconnect = v["data"]["code"].as_u64().map(|c| c as u16),
+                Ok(Received::Frame(_)) | Ok(Received::Binary(_)) => {}
+                Ok(Received::Closed(c)) => return Ok((disconnect, c.map(|(code, _)| code))),
+                // A reset after the close frame counts as closed.
+                Err(ClientError::Ws(_)) => return Ok((disconnect, None)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `IDENTIFY` and returns the reply's `data`, or the error reply.
+    pub async fn identify(&mut self, token: &str, groups: Option<&[&str]>) -> Result<Value, ClientError> {
+        let mut data = json!({"token": token});
+        if let Some(groups) = groups {
+            data["groups"] = json!(groups);
+        }
+        self.send_json(&json!({"op": 1, "id": "identify", "data": data})).await?;
+        let reply = self.recv_frame().await?;
+        if reply["event"] == "IDENTIFY" {
+            Ok(reply["data"].clone())
+        } else {
+            Err(ClientError::Unexpected(reply.to_string()))
+        }
+    }
+
+    /// Closes politely.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame { code: WsCloseCode::Normal, reason: "".into() }))
+            .await?;
+        Ok(())
+    }
+
+    /// The underlying stream, for callers that split it (the benchmark).
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+}
