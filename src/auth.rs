@@ -55,33 +55,47 @@ impl Auth {
                 (sha256(token), token == DEMO_TOKEN)
             } else if let Some(hex_digest) = &s.token_sha256 {
                 let bytes = hex::decode(hex_digest.trim()).ok().filter(|b| b.len() == 32);
-                let bytes = bytes.ok_or_else(|| SettingsError::new(key("token_sha256"), "must be 64 hex characters"))?;
+                let bytes =
+                    bytes.ok_or_else(|| SettingsError::new(key("token_sha256"), "must be 64 hex characters"))?;
                 let mut digest = [0u8; 32];
                 digest.copy_from_slice(&bytes);
                 (digest, digest == sha256(DEMO_TOKEN))
             } else if let Some(var) = &s.token_env {
-                let token = std::env::var(var)
-                    .ok()
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| SettingsError::new(key("token_env"), format!("environment variable {var} is unset or empty")))?;
+                let token = std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                    SettingsError::new(
+                        key("token_env"),
+                        format!("environment variable {var} is unset or empty"),
+                    )
+                })?;
                 (sha256(&token), token == DEMO_TOKEN)
             } else if let Some(path) = &s.token_file {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| SettingsError::new(key("token_file"), format!("{}: {e}", path.display())))?;
                 let token = text.trim_end_matches(['\n', '\r']);
                 if token.is_empty() {
-                    return Err(SettingsError::new(key("token_file"), format!("{} is empty", path.display())));
+                    return Err(SettingsError::new(
+                        key("token_file"),
+                        format!("{} is empty", path.display()),
+                    ));
                 }
                 (sha256(token), token == DEMO_TOKEN)
             } else {
                 return Err(SettingsError::new(key("token"), "no token source"));
             };
             if is_demo && !settings.demo_token_allowed() {
-                log::warn!("service {:?} uses the demo token, which is refused with HUB_ENV=production; it is disabled", s.name);
+                log::warn!(
+                    "service {:?} uses the demo token, which is refused with HUB_ENV=production; it is disabled",
+                    s.name
+                );
                 continue;
             }
             auth.demo_active |= is_demo;
-            let groups = s.groups.iter().filter(|g| *g != "*").filter_map(|g| GroupName::parse(g).ok()).collect();
+            let groups = s
+                .groups
+                .iter()
+                .filter(|g| *g != "*")
+                .filter_map(|g| GroupName::parse(g).ok())
+                .collect();
             auth.services.push(Arc::new(Service {
                 name: s.name.as_str().into(),
                 digest,
@@ -174,7 +188,12 @@ mod tests {
             None,
         )
         .expect("loads");
-        for (token, name) in [("plain", "inline"), ("hashed", "hash"), ("from-env", "env"), ("from-file", "file")] {
+        for (token, name) in [
+            ("plain", "inline"),
+            ("hashed", "hash"),
+            ("from-env", "env"),
+            ("from-file", "file"),
+        ] {
             assert_eq!(&*a.check(token).expect(token).name, name);
         }
         assert_eq!(a.check("nope").err(), Some(AuthError::BadToken));
@@ -184,7 +203,11 @@ mod tests {
 
     #[test]
     fn a_missing_token_env_var_names_the_key() {
-        let e = auth("[[services]]\nname=\"x\"\ntoken_env=\"SOCKET_HUB_SURELY_UNSET\"\n", None).expect_err("unset");
+        let e = auth(
+            "[[services]]\nname=\"x\"\ntoken_env=\"SOCKET_HUB_SURELY_UNSET\"\n",
+            None,
+        )
+        .expect_err("unset");
         assert_eq!(e.key, "services[0].token_env");
     }
 
@@ -206,10 +229,16 @@ mod tests {
         let names = |v: Vec<GroupName>| v.iter().map(|g| g.to_string()).collect::<Vec<_>>();
         assert_eq!(names(s.resolve_groups(None).expect("default")), vec!["a", "b"]);
         assert_eq!(names(s.resolve_groups(Some(&["b".into()])).expect("b")), vec!["b"]);
-        assert_eq!(s.resolve_groups(Some(&["c".into()])), Err(AuthError::ForbiddenGroup("c".into())));
+        assert_eq!(
+            s.resolve_groups(Some(&["c".into()])),
+            Err(AuthError::ForbiddenGroup("c".into()))
+        );
         let any = a.check("u").expect("any");
         assert!(any.resolve_groups(None).expect("none").is_empty());
-        assert_eq!(names(any.resolve_groups(Some(&["zz".into()])).expect("any")), vec!["zz"]);
+        assert_eq!(
+            names(any.resolve_groups(Some(&["zz".into()])).expect("any")),
+            vec!["zz"]
+        );
         assert!(any.resolve_groups(Some(&["bad name".into()])).is_err());
     }
 

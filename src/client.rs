@@ -47,7 +47,9 @@ pub struct Client {
 impl Client {
     /// Connects to a `ws://` URL.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.map_err(|_| ClientError::Timeout(WAIT))??;
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| ClientError::Timeout(WAIT))??;
         Ok(Client { ws, auto_pong: true })
     }
 
@@ -70,10 +72,14 @@ impl Client {
     pub async fn recv(&mut self, wait: Duration) -> Result<Received, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| ClientError::Timeout(wait))?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout(wait))?;
             match next {
                 None => return Ok(Received::Closed(None)),
-                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => return Ok(Received::Closed(None)),
+                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
+                    return Ok(Received::Closed(None))
+                }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Message::Text(text))) => {
                     let value: Value = serde_json::from_str(&text).map_err(|_| ClientError::Json(text.to_string()))?;
@@ -86,7 +92,9 @@ impl Client {
                 }
                 Some(Ok(Message::Binary(b))) => return Ok(Received::Binary(b.to_vec())),
                 Some(Ok(Message::Close(frame))) => {
-                    return Ok(Received::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                    return Ok(Received::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
                 }
                 Some(Ok(_)) => continue, // ping/pong are handled by tungstenite
             }
@@ -98,18 +106,23 @@ impl Client {
     pub async fn recv_text(&mut self, wait: Duration) -> Result<String, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| ClientError::Timeout(wait))?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout(wait))?;
             match next {
                 None => return Err(ClientError::Closed(None)),
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Message::Text(text))) => {
-                    let is_heartbeat = serde_json::from_str::<Value>(&text).is_ok_and(|v| v["op"] == 3 && v.get("source").is_none());
+                    let is_heartbeat =
+                        serde_json::from_str::<Value>(&text).is_ok_and(|v| v["op"] == 3 && v.get("source").is_none());
                     if !is_heartbeat {
                         return Ok(text.to_string());
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Err(ClientError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))))
+                    return Err(ClientError::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ))
                 }
                 Some(Ok(_)) => continue,
             }
@@ -153,7 +166,8 @@ impl Client {
         if let Some(groups) = groups {
             data["groups"] = json!(groups);
         }
-        self.send_json(&json!({"op": 1, "id": "identify", "data": data})).await?;
+        self.send_json(&json!({"op": 1, "id": "identify", "data": data}))
+            .await?;
         let reply = self.recv_frame().await?;
         if reply["event"] == "IDENTIFY" {
             Ok(reply["data"].clone())
@@ -165,7 +179,10 @@ impl Client {
     /// Closes politely.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.ws
-            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame { code: WsCloseCode::Normal, reason: "".into() }))
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: WsCloseCode::Normal,
+                reason: "".into(),
+            }))
             .await?;
         Ok(())
     }

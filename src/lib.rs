@@ -80,7 +80,10 @@ impl GroupName {
         if len == 0 || len > 128 {
             return Err(format!("group name must be 1 to 128 characters, got {len}"));
         }
-        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))) {
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+        {
             return Err(format!("group name may only hold A-Z a-z 0-9 _ . : - (found {c:?})"));
         }
         Ok(GroupName(name.into()))

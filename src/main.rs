@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     socket_hub::logging::init(settings.log.format);
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
-        app.run_until_stopped().await.map_err(|e| BuildError::Bind { addr: "server".into(), source: e })
+        app.run_until_stopped().await.map_err(|e| BuildError::Bind {
+            addr: "server".into(),
+            source: e,
+        })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,37 +107,89 @@ impl Metrics {
         let identified = Gauge::default();
         registry.register("sessions_identified", "Identified sessions", identified.clone());
         let sessions_per_service = Family::<ServiceLabel, Gauge>::default();
-        registry.register("service_sessions", "Identified sessions per service", sessions_per_service.clone());
+        registry.register(
+            "service_sessions",
+            "Identified sessions per service",
+            sessions_per_service.clone(),
+        );
         let groups = Gauge::default();
         registry.register("groups", "Groups with at least one member", groups.clone());
 
         let received_family = Family::<OpLabel, Counter>::default();
-        registry.register("frames_received", "Frames received from clients, by op", received_family.clone());
+        registry.register(
+            "frames_received",
+            "Frames received from clients, by op",
+            received_family.clone(),
+        );
         let received = OP_NAMES.map(|op| received_family.get_or_create(&OpLabel { op }).clone());
         let delivered_family = Family::<OpLabel, Counter>::default();
-        registry.register("frames_delivered", "Frames handed to recipients' queues, by op", delivered_family.clone());
+        registry.register(
+            "frames_delivered",
+            "Frames handed to recipients' queues, by op",
+            delivered_family.clone(),
+        );
         let delivered = OP_NAMES.map(|op| delivered_family.get_or_create(&OpLabel { op }).clone());
         let dropped_family = Family::<ReasonLabel, Counter>::default();
-        registry.register("frames_dropped", "Frames not delivered, by reason", dropped_family.clone());
+        registry.register(
+            "frames_dropped",
+            "Frames not delivered, by reason",
+            dropped_family.clone(),
+        );
         let dropped = Drop::ALL.map(|d| dropped_family.get_or_create(&ReasonLabel { reason: d.slug() }).clone());
 
         let disconnect_family = Family::<CodeLabel, Counter>::default();
-        registry.register("disconnects", "Closed sessions, by close code", disconnect_family.clone());
+        registry.register(
+            "disconnects",
+            "Closed sessions, by close code",
+            disconnect_family.clone(),
+        );
         let disconnects = CloseCode::ALL
             .iter()
-            .map(|c| (*c, disconnect_family.get_or_create(&CodeLabel { code: c.code().to_string(), reason: c.slug() }).clone()))
+            .map(|c| {
+                (
+                    *c,
+                    disconnect_family
+                        .get_or_create(&CodeLabel {
+                            code: c.code().to_string(),
+                            reason: c.slug(),
+                        })
+                        .clone(),
+                )
+            })
             .collect();
         let slow_consumer_disconnects = Counter::default();
-        registry.register("slow_consumer_disconnects", "Sessions evicted as slow consumers", slow_consumer_disconnects.clone());
+        registry.register(
+            "slow_consumer_disconnects",
+            "Sessions evicted as slow consumers",
+            slow_consumer_disconnects.clone(),
+        );
         let rate_limit_disconnects = Counter::default();
-        registry.register("rate_limit_disconnects", "Sessions closed for exceeding their rate limit", rate_limit_disconnects.clone());
+        registry.register(
+            "rate_limit_disconnects",
+            "Sessions closed for exceeding their rate limit",
+            rate_limit_disconnects.clone(),
+        );
         let refused_upgrades = Counter::default();
-        registry.register("refused_upgrades", "WebSocket upgrades refused with 503", refused_upgrades.clone());
-        let buckets = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+        registry.register(
+            "refused_upgrades",
+            "WebSocket upgrades refused with 503",
+            refused_upgrades.clone(),
+        );
+        let buckets = [
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+        ];
         let routing_latency = Histogram::new(buckets);
-        registry.register("routing_latency_seconds", "Time from a frame's arrival to its hand-off to recipients", routing_latency.clone());
+        registry.register(
+            "routing_latency_seconds",
+            "Time from a frame's arrival to its hand-off to recipients",
+            routing_latency.clone(),
+        );
         let build = Family::<BuildLabel, Gauge>::default();
-        build.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         registry.register("build_info", "Build information", build);
 
         Arc::new(Metrics {

@@ -33,7 +33,10 @@ pub struct SettingsError {
 
 impl SettingsError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        SettingsError { key: key.into(), message: message.into() }
+        SettingsError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -213,7 +216,10 @@ impl Settings {
             } else if env == "production" {
                 layers.push(("built-in production.toml".into(), PRODUCTION_TOML.into()));
             } else {
-                return Err(SettingsError::new("HUB_ENV", format!("{} does not exist", path.display())));
+                return Err(SettingsError::new(
+                    "HUB_ENV",
+                    format!("{} does not exist", path.display()),
+                ));
             }
         }
         if let Some(path) = config_file {
@@ -248,7 +254,10 @@ impl Settings {
 
         settings.services = match services_layer {
             Some(i) => {
-                let table: toml::Table = layers[i].1.parse().map_err(|e: toml::de::Error| SettingsError::new(layers[i].0.clone(), e.to_string()))?;
+                let table: toml::Table = layers[i]
+                    .1
+                    .parse()
+                    .map_err(|e: toml::de::Error| SettingsError::new(layers[i].0.clone(), e.to_string()))?;
                 let services = table.get("services").cloned().unwrap_or(toml::Value::Array(vec![]));
                 services
                     .try_into()
@@ -269,7 +278,10 @@ impl Settings {
             ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
             ("limits.identify_timeout_ms", self.limits.identify_timeout_ms),
             ("limits.max_connections", self.limits.max_connections as u64),
-            ("limits.connect_rate_per_sec", u64::from(self.limits.connect_rate_per_sec)),
+            (
+                "limits.connect_rate_per_sec",
+                u64::from(self.limits.connect_rate_per_sec),
+            ),
             ("limits.max_outbound_bytes", self.limits.max_outbound_bytes as u64),
             ("limits.rate_per_sec", u64::from(self.limits.rate_per_sec)),
             ("limits.rate_burst", u64::from(self.limits.rate_burst)),
@@ -295,7 +307,10 @@ impl Settings {
             }
         }
         if self.cluster.redis_url.is_some() {
-            return Err(SettingsError::new("cluster.redis_url", "cluster mode is not available in this version"));
+            return Err(SettingsError::new(
+                "cluster.redis_url",
+                "cluster mode is not available in this version",
+            ));
         }
         if let Some(node) = &self.cluster.node_id {
             if node.is_empty() || node.len() > 64 {
@@ -309,16 +324,37 @@ impl Settings {
                 return Err(SettingsError::new(key("name"), "must be 1 to 128 characters"));
             }
             if service.name == "http" {
-                return Err(SettingsError::new(key("name"), "\"http\" is reserved for the admin API"));
+                return Err(SettingsError::new(
+                    key("name"),
+                    "\"http\" is reserved for the admin API",
+                ));
             }
             if !names.insert(service.name.as_str()) {
-                return Err(SettingsError::new(key("name"), format!("{:?} is defined twice", service.name)));
+                return Err(SettingsError::new(
+                    key("name"),
+                    format!("{:?} is defined twice", service.name),
+                ));
             }
-            let sources = [service.token.is_some(), service.token_sha256.is_some(), service.token_env.is_some(), service.token_file.is_some()];
+            let sources = [
+                service.token.is_some(),
+                service.token_sha256.is_some(),
+                service.token_env.is_some(),
+                service.token_file.is_some(),
+            ];
             match sources.iter().filter(|s| **s).count() {
-                0 => return Err(SettingsError::new(key("token"), "one of token, token_sha256, token_env, token_file is required")),
+                0 => {
+                    return Err(SettingsError::new(
+                        key("token"),
+                        "one of token, token_sha256, token_env, token_file is required",
+                    ))
+                }
                 1 => {}
-                _ => return Err(SettingsError::new(key("token"), "give only one of token, token_sha256, token_env, token_file")),
+                _ => {
+                    return Err(SettingsError::new(
+                        key("token"),
+                        "give only one of token, token_sha256, token_env, token_file",
+                    ))
+                }
             }
             for (j, group) in service.groups.iter().enumerate() {
                 if group != "*" {
@@ -395,7 +431,12 @@ impl ClusterSettings {
 mod tests {
     use super::*;
 
-    fn load(files: &[(&str, &str)], hub_env: Option<&str>, config: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    fn load(
+        files: &[(&str, &str)],
+        hub_env: Option<&str>,
+        config: Option<&str>,
+        vars: &[(&str, &str)],
+    ) -> Result<Settings, SettingsError> {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write");
@@ -412,19 +453,34 @@ mod tests {
     #[test]
     fn defaults_match_the_protocol() {
         let s = load(&[], None, None, &[]).expect("defaults load");
-        assert_eq!((s.server.host.as_str(), s.server.port, s.server.ws_path.as_str()), ("0.0.0.0", 8080, "/ws"));
+        assert_eq!(
+            (s.server.host.as_str(), s.server.port, s.server.ws_path.as_str()),
+            ("0.0.0.0", 8080, "/ws")
+        );
         assert_eq!((s.heartbeat.interval_ms, s.heartbeat.timeout_ms), (15000, 45000));
         let l = &s.limits;
         assert_eq!(
-            (l.max_frame_bytes, l.identify_timeout_ms, l.max_connections, l.connect_rate_per_sec, l.max_outbound_bytes),
+            (
+                l.max_frame_bytes,
+                l.identify_timeout_ms,
+                l.max_connections,
+                l.connect_rate_per_sec,
+                l.max_outbound_bytes
+            ),
             (65536, 10000, 100000, 1000, 1048576)
         );
-        assert_eq!((l.rate_per_sec, l.rate_burst, l.reply_ttl_ms, l.max_pending_replies), (1000, 2000, 30000, 100000));
+        assert_eq!(
+            (l.rate_per_sec, l.rate_burst, l.reply_ttl_ms, l.max_pending_replies),
+            (1000, 2000, 30000, 100000)
+        );
         assert_eq!((s.shutdown.drain_ms, s.cluster.node_ttl_ms), (2000, 10000));
         assert_eq!(s.log.format, LogFormat::Text);
         assert!(s.status.token.is_none() && s.admin.token.is_none() && s.cluster.redis_url.is_none());
         assert_eq!(s.services.len(), 1);
-        assert_eq!((s.services[0].name.as_str(), s.services[0].token.as_deref()), ("demo", Some(DEMO_TOKEN)));
+        assert_eq!(
+            (s.services[0].name.as_str(), s.services[0].token.as_deref()),
+            ("demo", Some(DEMO_TOKEN))
+        );
         assert_eq!(s.services[0].groups, vec!["*"]);
     }
 
@@ -434,17 +490,32 @@ mod tests {
             &[("staging.toml", "[server]\nport = 7000\n[limits]\nrate_burst = 5\n")],
             Some("staging"),
             Some("[server]\nport = 7100\n"),
-            &[("HUB__LIMITS__RATE_PER_SEC", "7"), ("HUB__SERVER__ALLOWED_ORIGINS", "https://a,https://b")],
+            &[
+                ("HUB__LIMITS__RATE_PER_SEC", "7"),
+                ("HUB__SERVER__ALLOWED_ORIGINS", "https://a,https://b"),
+            ],
         )
         .expect("loads");
-        assert_eq!((s.server.port, s.limits.rate_burst, s.limits.rate_per_sec), (7100, 5, 7));
+        assert_eq!(
+            (s.server.port, s.limits.rate_burst, s.limits.rate_per_sec),
+            (7100, 5, 7)
+        );
         assert_eq!(s.server.allowed_origins, vec!["https://a", "https://b"]);
     }
 
     #[test]
     fn a_layer_with_services_replaces_the_whole_list() {
-        let s = load(&[], None, Some("[[services]]\nname = \"orders\"\ntoken_sha256 = \"ab\"\ngroups = [\"o\"]\n"), &[]).expect("loads");
-        assert_eq!(s.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["orders"]);
+        let s = load(
+            &[],
+            None,
+            Some("[[services]]\nname = \"orders\"\ntoken_sha256 = \"ab\"\ngroups = [\"o\"]\n"),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(
+            s.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["orders"]
+        );
     }
 
     #[test]
@@ -465,9 +536,21 @@ mod tests {
         assert_eq!(e.key, "limits.rate_burst");
         let e = load(&[], None, Some("[[services]]\nname = \"x\"\ngroups = []\n"), &[]).expect_err("no token");
         assert_eq!(e.key, "services[0].token");
-        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \"t\"\ngroups = [\"a b\"]\n"), &[]).expect_err("bad group");
+        let e = load(
+            &[],
+            None,
+            Some("[[services]]\nname = \"x\"\ntoken = \"t\"\ngroups = [\"a b\"]\n"),
+            &[],
+        )
+        .expect_err("bad group");
         assert_eq!(e.key, "services[0].groups[0]");
-        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \"t\"\nbogus = 1\n"), &[]).expect_err("unknown service key");
+        let e = load(
+            &[],
+            None,
+            Some("[[services]]\nname = \"x\"\ntoken = \"t\"\nbogus = 1\n"),
+            &[],
+        )
+        .expect_err("unknown service key");
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = load(&[], Some("nope"), None, &[]).expect_err("missing env file");
         assert_eq!(e.key, "HUB_ENV");

@@ -34,7 +34,13 @@ impl ShutdownHandle {
 
 impl Shutdown {
     pub fn new(ready: Arc<AtomicBool>, hub: Addr<Hub>, server: ServerHandle, drain: Duration) -> Self {
-        Shutdown { ready, hub, server, drain, trigger: Arc::new(Notify::new()) }
+        Shutdown {
+            ready,
+            hub,
+            server,
+            drain,
+            trigger: Arc::new(Notify::new()),
+        }
     }
 
     pub fn handle(&self) -> ShutdownHandle {

@@ -52,8 +52,14 @@ impl Application {
         }
         raise_fd_limit();
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| BuildError::Bind { addr: addr.clone(), source })?;
-        let port = listener.local_addr().map_err(|source| BuildError::Bind { addr, source })?.port();
+        let listener = TcpListener::bind(&addr).map_err(|source| BuildError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| BuildError::Bind { addr, source })?
+            .port();
 
         let node: Arc<str> = match &settings.cluster.node_id {
             Some(id) => id.as_str().into(),
@@ -67,7 +73,13 @@ impl Application {
 
         let ready = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
-            session: Arc::new(SessionConfig::new(&settings, hub.clone(), auth, metrics.clone(), node.clone())),
+            session: Arc::new(SessionConfig::new(
+                &settings,
+                hub.clone(),
+                auth,
+                metrics.clone(),
+                node.clone(),
+            )),
             metrics: metrics.clone(),
             ready: ready.clone(),
             started: Instant::now(),
@@ -83,24 +95,41 @@ impl Application {
 
         let ws_path = settings.server.ws_path.clone();
         let user_timeout = settings.heartbeat.timeout();
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure(ws_path.clone())))
-            .on_connect(move |c, ext| conn::on_connect(c, ext, user_timeout))
-            .disable_signals()
-            .backlog(4096)
-            .max_connections(settings.limits.max_connections.saturating_add(1024))
-            .shutdown_timeout(1);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure(ws_path.clone()))
+        })
+        .on_connect(move |c, ext| conn::on_connect(c, ext, user_timeout))
+        .disable_signals()
+        .backlog(4096)
+        .max_connections(settings.limits.max_connections.saturating_add(1024))
+        .shutdown_timeout(1);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
         let server = server
             .listen(listener)
-            .map_err(|source| BuildError::Bind { addr: format!("port {port}"), source })?
+            .map_err(|source| BuildError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?
             .run();
         let shutdown = Shutdown::new(ready.clone(), hub, server.handle(), settings.shutdown.drain());
         // Serving from here on.
         ready.store(true, std::sync::atomic::Ordering::Release);
-        log::info!("socket-hub {} listening on {}:{port}", env!("CARGO_PKG_VERSION"), settings.server.host);
-        Ok(Application { port, server, shutdown, hub_arbiter, metrics })
+        log::info!(
+            "socket-hub {} listening on {}:{port}",
+            env!("CARGO_PKG_VERSION"),
+            settings.server.host
+        );
+        Ok(Application {
+            port,
+            server,
+            shutdown,
+            hub_arbiter,
+            metrics,
+        })
     }
 
     /// The bound port (useful with `server.port = 0`).
@@ -120,7 +149,12 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or the shutdown handle) has drained the
     /// sessions and the server has stopped.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, shutdown, hub_arbiter, .. } = self;
+        let Application {
+            server,
+            shutdown,
+            hub_arbiter,
+            ..
+        } = self;
         let drainer = actix_web::rt::spawn(shutdown.wait_and_drain());
         let result = server.await;
         drainer.abort();
@@ -134,7 +168,10 @@ impl Application {
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {

@@ -98,7 +98,9 @@ impl Hub {
 
     /// Queues `frame` for one session; it goes out at the next flush.
     fn push(&mut self, key: Key, frame: ByteString, ctx: &mut Context<Self>) {
-        let Some(entry) = self.registry.get_mut(key) else { return };
+        let Some(entry) = self.registry.get_mut(key) else {
+            return;
+        };
         let link = &mut entry.link;
         if link.batch.is_empty() {
             self.dirty.push(key);
@@ -117,7 +119,9 @@ impl Hub {
         self.flush_scheduled = false;
         let mut dirty = mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
-            let Some(entry) = self.registry.get_mut(key) else { continue };
+            let Some(entry) = self.registry.get_mut(key) else {
+                continue;
+            };
             let link = &mut entry.link;
             if link.batch.is_empty() {
                 continue;
@@ -150,7 +154,12 @@ impl Hub {
         let entry = self.registry.remove(key)?;
         if let Some(service) = &entry.service {
             self.metrics.identified.dec();
-            self.metrics.sessions_per_service.get_or_create(&ServiceLabel { service: service.to_string() }).dec();
+            self.metrics
+                .sessions_per_service
+                .get_or_create(&ServiceLabel {
+                    service: service.to_string(),
+                })
+                .dec();
             self.metrics.groups.set(self.registry.group_count() as i64);
         }
         Some(entry.link)
@@ -226,7 +235,12 @@ impl Handler<Join> for Hub {
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         let Some(key) = self.registry.key(&msg.id) else { return };
         self.metrics.identified.inc();
-        self.metrics.sessions_per_service.get_or_create(&ServiceLabel { service: msg.service.to_string() }).inc();
+        self.metrics
+            .sessions_per_service
+            .get_or_create(&ServiceLabel {
+                service: msg.service.to_string(),
+            })
+            .inc();
         self.registry.identify(key, msg.service, msg.groups);
         self.metrics.groups.set(self.registry.group_count() as i64);
     }
@@ -271,7 +285,9 @@ impl Handler<Route> for Hub {
 impl Handler<Reply> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Reply, ctx: &mut Context<Self>) {
-        let Some(replier) = self.registry.key(&msg.from) else { return };
+        let Some(replier) = self.registry.key(&msg.from) else {
+            return;
+        };
         let target = self.pending.lookup(&msg.id, Instant::now());
         let code = match target.map(|sender| self.registry.key(&sender)) {
             Some(Some(key)) => {
@@ -304,7 +320,12 @@ impl Handler<GetSnapshot> for Hub {
         groups.sort();
         let mut services: Vec<(String, usize)> = self.registry.services().map(|(s, n)| (s.to_string(), n)).collect();
         services.sort();
-        MessageResult(Snapshot { connections: self.registry.len(), identified: self.registry.identified_len(), groups, services })
+        MessageResult(Snapshot {
+            connections: self.registry.len(),
+            identified: self.registry.identified_len(),
+            groups,
+            services,
+        })
     }
 }
 
@@ -327,7 +348,12 @@ impl Handler<Drain> for Hub {
         // Close orders go out in slices every STEP, so that clients do not
         // all reconnect at the same moment.
         const STEP: Duration = Duration::from_millis(10);
-        let ids: Vec<_> = self.registry.keys().into_iter().filter_map(|k| self.registry.get(k).map(|e| e.id)).collect();
+        let ids: Vec<_> = self
+            .registry
+            .keys()
+            .into_iter()
+            .filter_map(|k| self.registry.get(k).map(|e| e.id))
+            .collect();
         let steps = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
         let per_step = ids.len().div_ceil(steps).max(1);
         log::info!("draining {} sessions over {:?}", ids.len(), msg.over);

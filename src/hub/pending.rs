@@ -24,7 +24,13 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Pending { ttl, max: max.max(1), map: HashMap::new(), order: VecDeque::new(), generation: 0 }
+        Pending {
+            ttl,
+            max: max.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            generation: 0,
+        }
     }
 
     /// Remembers that `sender` sent the `EVENT` `id` at `now`. A later
@@ -43,7 +49,10 @@ impl Pending {
     /// the entry expires (scatter/gather).
     pub fn lookup(&mut self, id: &str, now: Instant) -> Option<SessionId> {
         self.expire(now);
-        self.map.get(id).filter(|(_, deadline, _)| *deadline > now).map(|(sender, _, _)| *sender)
+        self.map
+            .get(id)
+            .filter(|(_, deadline, _)| *deadline > now)
+            .map(|(sender, _, _)| *sender)
     }
 
     /// Drops every entry whose TTL has passed.
@@ -90,7 +99,11 @@ mod tests {
         let a = SessionId::new();
         p.insert("x".into(), a, t0);
         assert_eq!(p.lookup("x", t0 + Duration::from_millis(50)), Some(a));
-        assert_eq!(p.lookup("x", t0 + Duration::from_millis(60)), Some(a), "several replies are allowed");
+        assert_eq!(
+            p.lookup("x", t0 + Duration::from_millis(60)),
+            Some(a),
+            "several replies are allowed"
+        );
         assert_eq!(p.lookup("x", t0 + Duration::from_millis(100)), None);
         assert_eq!(p.lookup("y", t0), None);
         assert!(p.is_empty());

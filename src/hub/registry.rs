@@ -49,7 +49,12 @@ impl<L> Default for Registry<L> {
 impl<L> Registry<L> {
     /// Adds a connected, not yet identified session.
     pub fn insert(&mut self, id: SessionId, link: L) -> Key {
-        let key = self.sessions.insert(Entry { id, service: None, groups: Vec::new(), link });
+        let key = self.sessions.insert(Entry {
+            id,
+            service: None,
+            groups: Vec::new(),
+            link,
+        });
         if let Some(old) = self.by_id.insert(id, key) {
             // Ids are random UUIDs; a clash would be a bug, not a client's doing.
             log::error!("session id {id} registered twice (slot {old})");
@@ -59,7 +64,9 @@ impl<L> Registry<L> {
 
     /// Marks a session identified and adds it to its groups.
     pub fn identify(&mut self, key: Key, service: ServiceName, groups: Vec<GroupName>) {
-        let Some(entry) = self.sessions.get_mut(key) else { return };
+        let Some(entry) = self.sessions.get_mut(key) else {
+            return;
+        };
         if entry.service.is_some() {
             return;
         }
@@ -122,7 +129,9 @@ impl<L> Registry<L> {
                 Ok(())
             }
             Intent::Direct(id) => {
-                let key = SessionId::parse(id).and_then(|id| self.key(&id)).ok_or(ErrorCode::UnknownTarget)?;
+                let key = SessionId::parse(id)
+                    .and_then(|id| self.key(&id))
+                    .ok_or(ErrorCode::UnknownTarget)?;
                 if !self.identified.contains(&key) {
                     return Err(ErrorCode::UnknownTarget);
                 }
@@ -204,23 +213,41 @@ mod tests {
         let (r, k, _) = setup();
         assert_eq!(recipients(&r, Intent::Group(group("g1")), Some(k[0])), Ok(vec![k[1]]));
         assert_eq!(recipients(&r, Intent::Group(group("g2")), Some(k[2])), Ok(vec![k[1]]));
-        assert_eq!(recipients(&r, Intent::Group(group("none")), Some(k[0])), Err(ErrorCode::UnknownTarget));
+        assert_eq!(
+            recipients(&r, Intent::Group(group("none")), Some(k[0])),
+            Err(ErrorCode::UnknownTarget)
+        );
     }
 
     #[test]
     fn direct_reaches_one_identified_session_the_sender_included() {
         let (r, k, ids) = setup();
-        assert_eq!(recipients(&r, Intent::Direct(ids[1].to_string()), Some(k[0])), Ok(vec![k[1]]));
-        assert_eq!(recipients(&r, Intent::Direct(ids[0].to_string()), Some(k[0])), Ok(vec![k[0]]));
-        assert_eq!(recipients(&r, Intent::Direct(ids[3].to_string()), Some(k[0])), Err(ErrorCode::UnknownTarget));
-        assert_eq!(recipients(&r, Intent::Direct("not-a-uuid".into()), Some(k[0])), Err(ErrorCode::UnknownTarget));
+        assert_eq!(
+            recipients(&r, Intent::Direct(ids[1].to_string()), Some(k[0])),
+            Ok(vec![k[1]])
+        );
+        assert_eq!(
+            recipients(&r, Intent::Direct(ids[0].to_string()), Some(k[0])),
+            Ok(vec![k[0]])
+        );
+        assert_eq!(
+            recipients(&r, Intent::Direct(ids[3].to_string()), Some(k[0])),
+            Err(ErrorCode::UnknownTarget)
+        );
+        assert_eq!(
+            recipients(&r, Intent::Direct("not-a-uuid".into()), Some(k[0])),
+            Err(ErrorCode::UnknownTarget)
+        );
     }
 
     #[test]
     fn removing_a_session_cleans_every_table() {
         let (mut r, k, ids) = setup();
         r.remove(k[1]);
-        assert_eq!(recipients(&r, Intent::Group(group("g2")), None), Err(ErrorCode::UnknownTarget));
+        assert_eq!(
+            recipients(&r, Intent::Group(group("g2")), None),
+            Err(ErrorCode::UnknownTarget)
+        );
         assert_eq!(recipients(&r, Intent::Group(group("g1")), None), Ok(vec![k[0]]));
         assert_eq!(r.key(&ids[1]), None);
         assert_eq!((r.len(), r.identified_len(), r.group_count()), (3, 2, 1));

@@ -86,7 +86,11 @@ pub struct FrameError {
 
 impl FrameError {
     fn new(id: Option<&str>, code: ErrorCode, message: impl Into<String>) -> Self {
-        FrameError { id: id.map(str::to_owned), code, message: message.into() }
+        FrameError {
+            id: id.map(str::to_owned),
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -145,9 +149,7 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     let id_str = id.as_deref();
     let op = match wire.op {
         None => return Err(FrameError::new(id_str, ErrorCode::InvalidFrame, "op is required")),
-        Some(raw) => parse_op(raw).map_err(|code| {
-            FrameError::new(id_str, code, code.message())
-        })?,
+        Some(raw) => parse_op(raw).map_err(|code| FrameError::new(id_str, code, code.message()))?,
     };
     if let Some(event) = &wire.event {
         check_name("event", event).map_err(|mut e| {
@@ -158,27 +160,48 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     match op {
         op::EVENT => {
             let Some(event) = wire.event else {
-                return Err(FrameError::new(id_str, ErrorCode::InvalidFrame, "event is required on EVENT"));
+                return Err(FrameError::new(
+                    id_str,
+                    ErrorCode::InvalidFrame,
+                    "event is required on EVENT",
+                ));
             };
             let intent = parse_intent(wire.intent).map_err(|(code, msg)| FrameError::new(id_str, code, msg))?;
             let intent_raw = wire.intent.filter(|raw| raw.get() != "null");
-            Ok(Inbound::Event(EventFrame { id, event, data: wire.data, intent, intent_raw }))
+            Ok(Inbound::Event(EventFrame {
+                id,
+                event,
+                data: wire.data,
+                intent,
+                intent_raw,
+            }))
         }
         op::IDENTIFY => {
             let data = wire.data.map(RawValue::get).unwrap_or("null");
-            let ident: WireIdentify = serde_json::from_str(data).map_err(|e| {
-                FrameError::new(id_str, ErrorCode::InvalidFrame, format!("IDENTIFY data: {e}"))
-            })?;
-            Ok(Inbound::Identify { id, token: ident.token, groups: ident.groups })
+            let ident: WireIdentify = serde_json::from_str(data)
+                .map_err(|e| FrameError::new(id_str, ErrorCode::InvalidFrame, format!("IDENTIFY data: {e}")))?;
+            Ok(Inbound::Identify {
+                id,
+                token: ident.token,
+                groups: ident.groups,
+            })
         }
         op::DISCONNECT => Ok(Inbound::Disconnect),
         op::PING => Ok(Inbound::Ping { id, data: wire.data }),
         op::PONG => Ok(Inbound::Pong),
         _ => {
             let Some(id) = id else {
-                return Err(FrameError::new(None, ErrorCode::InvalidFrame, "id is required on REPLY"));
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::InvalidFrame,
+                    "id is required on REPLY",
+                ));
             };
-            Ok(Inbound::Reply(ReplyFrame { id, event: wire.event, data: wire.data }))
+            Ok(Inbound::Reply(ReplyFrame {
+                id,
+                event: wire.event,
+                data: wire.data,
+            }))
         }
     }
 }
@@ -186,7 +209,10 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
 /// The id of a frame, if it has a readable one; used to answer a frame that
 /// is dropped before it is parsed (rate limit).
 pub fn parse_id(text: &str) -> Option<String> {
-    serde_json::from_str::<IdOnly<'_>>(text).ok().and_then(|f| f.id).map(Cow::into_owned)
+    serde_json::from_str::<IdOnly<'_>>(text)
+        .ok()
+        .and_then(|f| f.id)
+        .map(Cow::into_owned)
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), FrameError> {
@@ -223,19 +249,23 @@ fn parse_intent(raw: Option<&RawValue>) -> Result<Intent, (ErrorCode, String)> {
     if !raw.get().starts_with('{') {
         return Err((ErrorCode::InvalidFrame, "intent must be an object or null".to_owned()));
     }
-    let wire: WireIntent<'_> = serde_json::from_str(raw.get())
-        .map_err(|e| (ErrorCode::InvalidIntent, format!("intent: {e}")))?;
+    let wire: WireIntent<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| (ErrorCode::InvalidIntent, format!("intent: {e}")))?;
     let invalid = |msg: &str| (ErrorCode::InvalidIntent, msg.to_owned());
     match wire.target.as_deref() {
         None | Some("GLOBAL") => Ok(Intent::Global),
         Some("GROUP") => {
-            let name = wire.identifier.ok_or_else(|| invalid("GROUP needs intent.identifier"))?;
+            let name = wire
+                .identifier
+                .ok_or_else(|| invalid("GROUP needs intent.identifier"))?;
             GroupName::parse(&name)
                 .map(Intent::Group)
                 .map_err(|e| (ErrorCode::InvalidIntent, format!("intent.identifier: {e}")))
         }
         Some("DIRECT") => {
-            let session = wire.identifier.ok_or_else(|| invalid("DIRECT needs intent.identifier"))?;
+            let session = wire
+                .identifier
+                .ok_or_else(|| invalid("DIRECT needs intent.identifier"))?;
             Ok(Intent::Direct(session.into_owned()))
         }
         Some(_) => Err(invalid("intent.target must be GLOBAL, GROUP or DIRECT")),
@@ -279,13 +309,33 @@ pub fn source(session: Option<&str>, service: &str) -> Box<RawValue> {
 }
 
 /// An `EVENT` as routed: the sender's fields unchanged, `source` stamped.
-pub fn routed_event(id: &str, event: &str, data: Option<&RawValue>, intent: Option<&RawValue>, source: &RawValue) -> ByteString {
-    encode(&Out { id: Some(id), op: op::EVENT, event: Some(event), data, intent, source: Some(source) })
+pub fn routed_event(
+    id: &str,
+    event: &str,
+    data: Option<&RawValue>,
+    intent: Option<&RawValue>,
+    source: &RawValue,
+) -> ByteString {
+    encode(&Out {
+        id: Some(id),
+        op: op::EVENT,
+        event: Some(event),
+        data,
+        intent,
+        source: Some(source),
+    })
 }
 
 /// A `REPLY` as routed back to the original sender, `source` = the replier.
 pub fn routed_reply(id: &str, event: Option<&str>, data: Option<&RawValue>, source: &RawValue) -> ByteString {
-    encode(&Out { id: Some(id), op: op::REPLY, event, data, source: Some(source), ..Out::default() })
+    encode(&Out {
+        id: Some(id),
+        op: op::REPLY,
+        event,
+        data,
+        source: Some(source),
+        ..Out::default()
+    })
 }
 
 /// `ERROR` reply (§8).
@@ -295,12 +345,28 @@ pub fn error(id: Option<&str>, code: ErrorCode, message: &str) -> ByteString {
         code: &'a str,
         message: &'a str,
     }
-    let data = to_raw(&Data { code: code.slug(), message });
-    encode(&Out { id, op: op::REPLY, event: Some("ERROR"), data: Some(&data), ..Out::default() })
+    let data = to_raw(&Data {
+        code: code.slug(),
+        message,
+    });
+    encode(&Out {
+        id,
+        op: op::REPLY,
+        event: Some("ERROR"),
+        data: Some(&data),
+        ..Out::default()
+    })
 }
 
 /// The successful `IDENTIFY` reply (§6).
-pub fn identified(id: Option<&str>, session: &str, service: &str, groups: &[GroupName], heartbeat_interval_ms: u64, node: &str) -> ByteString {
+pub fn identified(
+    id: Option<&str>,
+    session: &str,
+    service: &str,
+    groups: &[GroupName],
+    heartbeat_interval_ms: u64,
+    node: &str,
+) -> ByteString {
     #[derive(Serialize)]
     struct Data<'a> {
         session: &'a str,
@@ -316,12 +382,23 @@ pub fn identified(id: Option<&str>, session: &str, service: &str, groups: &[Grou
         heartbeat_interval_ms,
         node,
     });
-    encode(&Out { id, op: op::REPLY, event: Some("IDENTIFY"), data: Some(&data), ..Out::default() })
+    encode(&Out {
+        id,
+        op: op::REPLY,
+        event: Some("IDENTIFY"),
+        data: Some(&data),
+        ..Out::default()
+    })
 }
 
 /// A `PING` from the hub (heartbeat) or a `PONG` answering a client's `PING`.
 pub fn ping_pong(op: u8, id: Option<&str>, data: Option<&RawValue>) -> ByteString {
-    encode(&Out { id, op, data, ..Out::default() })
+    encode(&Out {
+        id,
+        op,
+        data,
+        ..Out::default()
+    })
 }
 
 /// The `DISCONNECT` the hub sends before closing with `code`.
@@ -331,8 +408,15 @@ pub fn disconnect(code: CloseCode) -> ByteString {
         code: u16,
         reason: &'static str,
     }
-    let data = to_raw(&Data { code: code.code(), reason: code.slug() });
-    encode(&Out { op: op::DISCONNECT, data: Some(&data), ..Out::default() })
+    let data = to_raw(&Data {
+        code: code.code(),
+        reason: code.slug(),
+    });
+    encode(&Out {
+        op: op::DISCONNECT,
+        data: Some(&data),
+        ..Out::default()
+    })
 }
 
 #[cfg(test)]
@@ -346,8 +430,13 @@ mod tests {
     #[test]
     fn event_keeps_data_and_intent_verbatim() {
         let text = r#"{"op":0,"id":"a","event":"E","data":{"n":123456789012345678901234567890,"x":0.10000000000000000000001},"intent":{"target":"GROUP","identifier":"g1","extra":1}}"#;
-        let Ok(Inbound::Event(ev)) = parse(text) else { panic!("not an event") };
-        assert_eq!(ev.data.map(RawValue::get), Some(r#"{"n":123456789012345678901234567890,"x":0.10000000000000000000001}"#));
+        let Ok(Inbound::Event(ev)) = parse(text) else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            ev.data.map(RawValue::get),
+            Some(r#"{"n":123456789012345678901234567890,"x":0.10000000000000000000001}"#)
+        );
         assert_eq!(ev.intent, Intent::Group(GroupName::parse("g1").unwrap()));
         let src = source(Some("s1"), "svc");
         let out = routed_event("a", &ev.event, ev.data, ev.intent_raw, &src);
@@ -359,8 +448,14 @@ mod tests {
 
     #[test]
     fn missing_or_null_intent_is_global() {
-        for text in [r#"{"op":0,"event":"E"}"#, r#"{"op":0,"event":"E","intent":null}"#, r#"{"op":0,"event":"E","intent":{"target":"GLOBAL","identifier":null}}"#] {
-            let Ok(Inbound::Event(ev)) = parse(text) else { panic!("{text}") };
+        for text in [
+            r#"{"op":0,"event":"E"}"#,
+            r#"{"op":0,"event":"E","intent":null}"#,
+            r#"{"op":0,"event":"E","intent":{"target":"GLOBAL","identifier":null}}"#,
+        ] {
+            let Ok(Inbound::Event(ev)) = parse(text) else {
+                panic!("{text}")
+            };
             assert_eq!(ev.intent, Intent::Global, "{text}");
         }
     }
@@ -368,7 +463,10 @@ mod tests {
     #[test]
     fn ops_outside_the_table_are_unknown_and_other_types_invalid() {
         assert_eq!(err(r#"{"op":6}"#).code, ErrorCode::UnknownOp);
-        assert_eq!(err(r#"{"op":-1,"id":"q"}"#), FrameError::new(Some("q"), ErrorCode::UnknownOp, ErrorCode::UnknownOp.message()));
+        assert_eq!(
+            err(r#"{"op":-1,"id":"q"}"#),
+            FrameError::new(Some("q"), ErrorCode::UnknownOp, ErrorCode::UnknownOp.message())
+        );
         assert_eq!(err(r#"{"op":1.5}"#).code, ErrorCode::UnknownOp);
         assert_eq!(err(r#"{"op":"0"}"#).code, ErrorCode::InvalidFrame);
         assert_eq!(err(r#"{"op":null}"#).code, ErrorCode::InvalidFrame);
@@ -385,7 +483,10 @@ mod tests {
         assert_eq!(err(r#"{"op":0,"id":7,"event":"E"}"#).code, ErrorCode::InvalidFrame);
         assert_eq!(err(r#"{"op":0}"#).code, ErrorCode::InvalidFrame);
         assert_eq!(err(r#"{"op":0,"event":""}"#).code, ErrorCode::InvalidFrame);
-        assert_eq!(err(&format!(r#"{{"op":0,"event":"{}"}}"#, "e".repeat(129))).code, ErrorCode::InvalidFrame);
+        assert_eq!(
+            err(&format!(r#"{{"op":0,"event":"{}"}}"#, "e".repeat(129))).code,
+            ErrorCode::InvalidFrame
+        );
         assert_eq!(err(r#"{"op":0,"event":"E","intent":5}"#).code, ErrorCode::InvalidFrame);
     }
 
@@ -403,10 +504,15 @@ mod tests {
 
     #[test]
     fn identify_reads_token_and_optional_groups() {
-        let Ok(Inbound::Identify { id, token, groups }) = parse(r#"{"op":1,"id":"x1","data":{"token":"t","groups":["a"]}}"#) else {
+        let Ok(Inbound::Identify { id, token, groups }) =
+            parse(r#"{"op":1,"id":"x1","data":{"token":"t","groups":["a"]}}"#)
+        else {
             panic!("not identify")
         };
-        assert_eq!((id.as_deref(), token.as_str(), groups), (Some("x1"), "t", Some(vec!["a".to_owned()])));
+        assert_eq!(
+            (id.as_deref(), token.as_str(), groups),
+            (Some("x1"), "t", Some(vec!["a".to_owned()]))
+        );
         assert_eq!(err(r#"{"op":1,"data":{"groups":[]}}"#).code, ErrorCode::InvalidFrame);
         assert_eq!(err(r#"{"op":1}"#).code, ErrorCode::InvalidFrame);
     }
@@ -414,18 +520,26 @@ mod tests {
     #[test]
     fn reply_needs_an_id() {
         assert_eq!(err(r#"{"op":5,"event":"E"}"#).code, ErrorCode::InvalidFrame);
-        let Ok(Inbound::Reply(r)) = parse(r#"{"op":5,"id":"r1","data":[1]}"#) else { panic!() };
+        let Ok(Inbound::Reply(r)) = parse(r#"{"op":5,"id":"r1","data":[1]}"#) else {
+            panic!()
+        };
         assert_eq!((&*r.id, r.data.map(RawValue::get)), ("r1", Some("[1]")));
     }
 
     #[test]
     fn outbound_frames_have_the_documented_shape() {
-        assert_eq!(&*disconnect(CloseCode::SlowConsumer), r#"{"op":2,"data":{"code":4007,"reason":"slow_consumer"}}"#);
+        assert_eq!(
+            &*disconnect(CloseCode::SlowConsumer),
+            r#"{"op":2,"data":{"code":4007,"reason":"slow_consumer"}}"#
+        );
         assert_eq!(
             &*error(Some("i"), ErrorCode::UnknownTarget, "m"),
             r#"{"id":"i","op":5,"event":"ERROR","data":{"code":"unknown_target","message":"m"}}"#
         );
         assert_eq!(&*ping_pong(op::PING, Some("3"), None), r#"{"id":"3","op":3}"#);
-        assert_eq!(&*source(None, "http").to_string(), r#"{"session":null,"service":"http"}"#);
+        assert_eq!(
+            &*source(None, "http").to_string(),
+            r#"{"session":null,"service":"http"}"#
+        );
     }
 }

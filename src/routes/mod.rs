@@ -44,7 +44,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, retry_after: None, code, message: message.into() }
+        ApiError {
+            status,
+            retry_after: None,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -85,9 +90,17 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
 async fn not_found(req: actix_web::HttpRequest) -> ApiError {
     let known = ["/healthz", "/readyz", "/status"];
     if known.contains(&req.path()) {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed here", req.method()))
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed here", req.method()),
+        )
     } else {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {} {}", req.method(), req.path()),
+        )
     }
 }
 

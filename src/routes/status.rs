@@ -61,7 +61,11 @@ pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.status_token {
         if !bearer_ok(&req, token) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <status.token>"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <status.token>",
+            ));
         }
     }
     let snapshot = state
@@ -75,9 +79,16 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         version: env!("CARGO_PKG_VERSION"),
         node: state.node.to_string(),
         uptime_seconds: state.started.elapsed().as_secs(),
-        connections: Connections { total: snapshot.connections, identified: snapshot.identified },
+        connections: Connections {
+            total: snapshot.connections,
+            identified: snapshot.identified,
+        },
         groups: snapshot.groups.into_iter().collect(),
         services: snapshot.services.into_iter().collect(),
-        messages: Messages { received, delivered, dropped },
+        messages: Messages {
+            received,
+            delivered,
+            dropped,
+        },
     }))
 }

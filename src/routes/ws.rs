@@ -13,9 +13,17 @@ use super::{ApiError, AppState};
 use crate::conn::ConnHandle;
 use crate::session::{ConnectionSlot, WsSession};
 
-pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if let Err(e) = ws::handshake(&req) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("not a WebSocket upgrade: {e}")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("not a WebSocket upgrade: {e}"),
+        ));
     }
     let unavailable = |message: &str, retry_after: u64| {
         state.metrics.refused_upgrades.inc();
@@ -24,7 +32,10 @@ pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<Ap
         e
     };
     if !state.ready.load(Ordering::Acquire) {
-        return Err(unavailable("the hub is not accepting sessions (starting or draining)", 1));
+        return Err(unavailable(
+            "the hub is not accepting sessions (starting or draining)",
+            1,
+        ));
     }
     {
         let mut bucket = state.connect_rate.lock().unwrap_or_else(|e| e.into_inner());
@@ -36,7 +47,10 @@ pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<Ap
     let Some(slot) = ConnectionSlot::acquire(&state.metrics, state.max_connections) else {
         return Err(unavailable("the hub is at its connection limit; retry later", 1));
     };
-    let closer = req.conn_data::<ConnHandle>().map(ConnHandle::closer).unwrap_or_default();
+    let closer = req
+        .conn_data::<ConnHandle>()
+        .map(ConnHandle::closer)
+        .unwrap_or_default();
     let session = WsSession::new(state.session.clone(), slot, closer, req.peer_addr());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.session.max_frame_bytes)

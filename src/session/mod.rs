@@ -165,12 +165,22 @@ impl WsSession {
         if code != CloseCode::Normal {
             ctx.text(frame::disconnect(code));
         }
-        ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code.code()), description: Some(code.slug().into()) }));
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code.code()),
+            description: Some(code.slug().into()),
+        }));
         ctx.stop();
     }
 
     fn error(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Option<&str>, code: ErrorCode, message: &str) {
-        self.config.metrics.dropped(if code == ErrorCode::RateLimited { Drop::RateLimited } else { Drop::Invalid }, 1);
+        self.config.metrics.dropped(
+            if code == ErrorCode::RateLimited {
+                Drop::RateLimited
+            } else {
+                Drop::Invalid
+            },
+            1,
+        );
         ctx.text(frame::error(id, code, message));
     }
 
@@ -186,7 +196,12 @@ impl WsSession {
             self.close(ctx, CloseCode::RateLimited);
         } else {
             let id = text.and_then(frame::parse_id);
-            self.error(ctx, id.as_deref(), ErrorCode::RateLimited, ErrorCode::RateLimited.message());
+            self.error(
+                ctx,
+                id.as_deref(),
+                ErrorCode::RateLimited,
+                ErrorCode::RateLimited.message(),
+            );
         }
         false
     }
@@ -243,7 +258,12 @@ impl WsSession {
             Inbound::Event(ev) => {
                 self.config.metrics.received(op::EVENT);
                 let Some(identity) = &self.identity else {
-                    return self.error(ctx, ev.id.as_deref(), ErrorCode::NotIdentified, ErrorCode::NotIdentified.message());
+                    return self.error(
+                        ctx,
+                        ev.id.as_deref(),
+                        ErrorCode::NotIdentified,
+                        ErrorCode::NotIdentified.message(),
+                    );
                 };
                 let id: Arc<str> = match ev.id {
                     Some(id) => id.into(),
@@ -251,24 +271,54 @@ impl WsSession {
                 };
                 let frame = frame::routed_event(&id, &ev.event, ev.data, ev.intent_raw, &identity.source);
                 let bytes = frame.len();
-                let route = Route { from: Some(self.id), id, intent: ev.intent, frame, at: Instant::now() };
+                let route = Route {
+                    from: Some(self.id),
+                    id,
+                    intent: ev.intent,
+                    frame,
+                    at: Instant::now(),
+                };
                 self.forward(route, bytes, ctx);
             }
             Inbound::Reply(reply) => {
                 self.config.metrics.received(op::REPLY);
                 let Some(identity) = &self.identity else {
-                    return self.error(ctx, Some(&reply.id), ErrorCode::NotIdentified, ErrorCode::NotIdentified.message());
+                    return self.error(
+                        ctx,
+                        Some(&reply.id),
+                        ErrorCode::NotIdentified,
+                        ErrorCode::NotIdentified.message(),
+                    );
                 };
                 let frame = frame::routed_reply(&reply.id, reply.event.as_deref(), reply.data, &identity.source);
                 let bytes = frame.len();
-                self.forward(Reply { from: self.id, id: reply.id.into(), frame }, bytes, ctx);
+                self.forward(
+                    Reply {
+                        from: self.id,
+                        id: reply.id.into(),
+                        frame,
+                    },
+                    bytes,
+                    ctx,
+                );
             }
         }
     }
 
-    fn identify(&mut self, id: Option<&str>, token: &str, groups: Option<&[String]>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn identify(
+        &mut self,
+        id: Option<&str>,
+        token: &str,
+        groups: Option<&[String]>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         if self.identity.is_some() {
-            return self.error(ctx, id, ErrorCode::AlreadyIdentified, ErrorCode::AlreadyIdentified.message());
+            return self.error(
+                ctx,
+                id,
+                ErrorCode::AlreadyIdentified,
+                ErrorCode::AlreadyIdentified.message(),
+            );
         }
         let joined = self.config.auth.check(token).and_then(|service| {
             let groups = service.resolve_groups(groups)?;
@@ -295,7 +345,10 @@ impl WsSession {
             self.config.heartbeat_interval.as_millis() as u64,
             &self.config.node,
         );
-        self.identity = Some(Identity { service: service.name.clone(), source: frame::source(Some(&session), &service.name) });
+        self.identity = Some(Identity {
+            service: service.name.clone(),
+            source: frame::source(Some(&session), &service.name),
+        });
         log::info!(
             "identify: session {} service {} peer {} groups [{}]",
             self.id,
@@ -305,7 +358,11 @@ impl WsSession {
         );
         // Answer only once the hub can route to us, so that a DIRECT sent
         // right after the reply finds this session.
-        let join = self.config.hub.send(Join { id: self.id, service: service.name.clone(), groups });
+        let join = self.config.hub.send(Join {
+            id: self.id,
+            service: service.name.clone(),
+            groups,
+        });
         ctx.wait(join.into_actor(self).map(move |res, _, ctx| match res {
             Ok(()) => ctx.text(reply),
             Err(_) => ctx.stop(),
@@ -333,7 +390,9 @@ impl WsSession {
         buf.extend_from_slice(&chunk);
         if last {
             let is_text = *is_text;
-            let Some((_, whole)) = self.fragments.take() else { return };
+            let Some((_, whole)) = self.fragments.take() else {
+                return;
+            };
             if !is_text {
                 return self.on_binary(ctx);
             }
@@ -347,7 +406,12 @@ impl WsSession {
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.config.metrics.received(OP_INVALID);
         if self.admit(ctx, None) {
-            self.error(ctx, None, ErrorCode::UnsupportedFrame, ErrorCode::UnsupportedFrame.message());
+            self.error(
+                ctx,
+                None,
+                ErrorCode::UnsupportedFrame,
+                ErrorCode::UnsupportedFrame.message(),
+            );
         }
     }
 }
@@ -400,7 +464,9 @@ impl Actor for WsSession {
             self.id,
             self.identity.as_ref().map(|i| &*i.service).unwrap_or("-"),
             self.peer(),
-            self.close_code.map(|c| c.to_string()).unwrap_or_else(|| "1006 connection_lost".into()),
+            self.close_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "1006 connection_lost".into()),
         );
     }
 }
@@ -449,4 +515,3 @@ impl Handler<Close> for WsSession {
         self.close(ctx, msg.code);
     }
 }
-

@@ -16,7 +16,12 @@ impl TokenBucket {
     /// A full bucket.
     pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
-        TokenBucket { rate: f64::from(rate), burst, tokens: burst, last: now }
+        TokenBucket {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: now,
+        }
     }
 
     /// Takes one token if there is one.
