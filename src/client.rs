@@ -27,6 +27,14 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+/// GETs an HTTP URL and returns the status code, within [`WAIT`] (used by
+/// `socket-hub healthcheck`, which needs no curl in the image).
+pub async fn http_status(url: &str) -> Result<u16, String> {
+    let request = awc::Client::new().get(url).send();
+    let response = tokio::time::timeout(WAIT, request).await.map_err(|_| format!("no answer within {WAIT:?}"))?;
+    response.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
 /// What the hub sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Received {

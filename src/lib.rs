@@ -21,6 +21,7 @@
 //! - [`conn`]: a handle on each TCP connection that lets the hub close a
 //!   socket whose session actor is stuck behind a client that stopped reading.
 //! - [`logging`]: text or JSON log lines.
+//! - [`proxy`]: the client address behind trusted reverse proxies.
 //! - [`routes`]: the HTTP endpoints (`/ws`, `/healthz`, `/readyz`, `/status`).
 //! - [`client`]: a small WebSocket client of the protocol, shared by the tests
 //!   and the benchmark tool.
@@ -31,6 +32,7 @@ pub mod conn;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod protocol;
 pub mod routes;
 pub mod session;

@@ -18,8 +18,17 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Flags {
     /// One more settings file, layered over settings/default.toml and
     /// settings/$HUB_ENV.toml (environment variables HUB__SECTION__KEY win).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Exit 0 if the hub on this machine answers GET /healthz with 200
+    /// (for container health checks; reads the port from the settings).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +40,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck) = flags.command {
+        let url = format!("http://127.0.0.1:{}/healthz", settings.server.port);
+        let status = actix_web::rt::System::new().block_on(socket_hub::client::http_status(&url));
+        return match status {
+            Ok(200) => ExitCode::SUCCESS,
+            other => {
+                eprintln!("socket-hub healthcheck: {url}: {other:?}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     socket_hub::logging::init(settings.log.format);
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;

@@ -306,6 +306,15 @@ impl Settings {
                 return Err(SettingsError::new(key, "must not be empty (leave it unset instead)"));
             }
         }
+        crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies)?;
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(SettingsError::new(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("{origin:?} must be scheme://host[:port], e.g. https://app.example.com"),
+                ));
+            }
+        }
         if self.cluster.redis_url.is_some() {
             return Err(SettingsError::new(
                 "cluster.redis_url",

@@ -15,6 +15,7 @@ use crate::auth::Auth;
 use crate::conn;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
+use crate::proxy::TrustedProxies;
 use crate::routes::{self, AppState};
 use crate::session::rate_limit::TokenBucket;
 use crate::session::SessionConfig;
@@ -91,6 +92,9 @@ impl Application {
                 Instant::now(),
             )),
             status_token: settings.status.token.clone(),
+            admin_token: settings.admin.token.clone(),
+            allowed_origins: settings.server.allowed_origins.clone(),
+            trusted_proxies: TrustedProxies::parse(&settings.server.trusted_proxies)?,
         });
 
         let ws_path = settings.server.ws_path.clone();

@@ -1,7 +1,6 @@
 //! The vocabulary between sessions, HTTP handlers and the hub. Frames travel
 //! already encoded: the hub routes bytes and never parses JSON.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +30,7 @@ pub struct Connect {
     /// Resets the socket when the session actor is stuck.
     pub closer: Closer,
     /// The client's address, for logs and `/status`.
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<String>,
 }
 
 /// The session identified: add it to the routing table and its groups.

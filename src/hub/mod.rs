@@ -17,7 +17,6 @@ pub mod pending;
 pub mod registry;
 
 use std::mem;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +39,7 @@ pub struct Link {
     close: Recipient<Close>,
     outbound: Arc<AtomicUsize>,
     closer: Closer,
-    peer: Option<SocketAddr>,
+    peer: Option<String>,
     /// Frames routed to the session since the last flush.
     batch: Vec<ByteString>,
     batch_bytes: usize,
@@ -175,7 +174,7 @@ impl Hub {
             "closing session {} (service {}, peer {}): {code}",
             id.map(|i| i.to_string()).unwrap_or_default(),
             service.as_deref().unwrap_or("-"),
-            link.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            link.peer.as_deref().unwrap_or("-"),
         );
         self.metrics.disconnected(code);
         // One message past the mailbox limit, once per session: bounded.

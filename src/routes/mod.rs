@@ -1,6 +1,7 @@
 //! The HTTP side: the WebSocket upgrade and the status endpoints. Every
 //! answer that is not a success is 4xx/503 JSON `{code, message}`.
 
+pub mod admin;
 pub mod status;
 pub mod ws;
 
@@ -13,6 +14,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::proxy::TrustedProxies;
 use crate::session::rate_limit::TokenBucket;
 use crate::session::SessionConfig;
 
@@ -29,6 +31,11 @@ pub struct AppState {
     /// `limits.connect_rate_per_sec`, shared by all workers.
     pub connect_rate: Mutex<TokenBucket>,
     pub status_token: Option<String>,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Origins that may open a WebSocket; empty allows any.
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// An HTTP error answer: `{code, message}` with a status.
@@ -83,12 +90,15 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/healthz", web::get().to(status::healthz))
             .route("/readyz", web::get().to(status::readyz))
             .route("/status", web::get().to(status::status))
+            .route("/metrics", web::get().to(status::metrics))
+            .route("/api/publish", web::post().to(admin::publish))
+            .route("/api/disconnect", web::post().to(admin::disconnect))
             .default_service(web::to(not_found));
     }
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> ApiError {
-    let known = ["/healthz", "/readyz", "/status"];
+    let known = ["/healthz", "/readyz", "/status", "/metrics", "/api/publish", "/api/disconnect"];
     if known.contains(&req.path()) {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

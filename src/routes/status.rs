@@ -58,6 +58,13 @@ pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
         .is_some_and(|given| secret_eq(given.trim(), expected))
 }
 
+/// Prometheus/OpenMetrics text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
+}
+
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.status_token {
         if !bearer_ok(&req, token) {

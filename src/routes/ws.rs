@@ -31,6 +31,14 @@ pub async fn upgrade(
         e.retry_after = Some(retry_after);
         e
     };
+    if !state.allowed_origins.is_empty() {
+        if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
+            let allowed = origin.to_str().is_ok_and(|o| state.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            if !allowed {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", "this Origin may not open a WebSocket"));
+            }
+        }
+    }
     if !state.ready.load(Ordering::Acquire) {
         return Err(unavailable(
             "the hub is not accepting sessions (starting or draining)",
@@ -51,7 +59,8 @@ pub async fn upgrade(
         .conn_data::<ConnHandle>()
         .map(ConnHandle::closer)
         .unwrap_or_default();
-    let session = WsSession::new(state.session.clone(), slot, closer, req.peer_addr());
+    let peer = state.trusted_proxies.client_addr(req.peer_addr(), req.headers());
+    let session = WsSession::new(state.session.clone(), slot, closer, peer);
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.session.max_frame_bytes)
         .start()

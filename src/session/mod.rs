@@ -11,7 +11,6 @@
 
 pub mod rate_limit;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,7 +104,7 @@ pub struct WsSession {
     id: SessionId,
     config: Arc<SessionConfig>,
     identity: Option<Identity>,
-    peer: Option<SocketAddr>,
+    peer: Option<String>,
     /// Last frame or Pong from the client.
     last_seen: Instant,
     next_ping: Instant,
@@ -128,7 +127,7 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub fn new(config: Arc<SessionConfig>, slot: ConnectionSlot, closer: Closer, peer: Option<SocketAddr>) -> Self {
+    pub fn new(config: Arc<SessionConfig>, slot: ConnectionSlot, closer: Closer, peer: Option<String>) -> Self {
         let now = Instant::now();
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
         WsSession {
@@ -152,8 +151,8 @@ impl WsSession {
         }
     }
 
-    fn peer(&self) -> String {
-        self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or("-")
     }
 
     /// Sends `DISCONNECT` (except for 1000), the close frame, and stops.
@@ -428,7 +427,7 @@ impl Actor for WsSession {
             close: addr.recipient(),
             outbound: self.outbound.clone(),
             closer: self.closer.clone(),
-            peer: self.peer,
+            peer: self.peer.clone(),
         });
         log::info!("connect: session {} peer {}", self.id, self.peer());
 
