@@ -396,6 +396,12 @@ fn config_error(e: config::ConfigError) -> SettingsError {
         .and_then(|rest| rest.split('`').next())
         .map(str::to_owned)
         .unwrap_or_else(|| "settings".to_owned());
+    // For an unknown key, name the key itself, not only its section.
+    let key = match text.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next()) {
+        Some(field) if key == "settings" => field.to_owned(),
+        Some(field) => format!("{key}.{field}"),
+        None => key,
+    };
     SettingsError::new(key, text)
 }
 
@@ -538,7 +544,7 @@ mod tests {
         let e = load(&[], None, Some("[limits]\nrate_per_sec = \"fast\"\n"), &[]).expect_err("bad type");
         assert_eq!(e.key, "limits.rate_per_sec", "{e}");
         let e = load(&[], None, Some("[limits]\nrate_per_seconds = 5\n"), &[]).expect_err("unknown key");
-        assert!(e.to_string().contains("rate_per_seconds"), "{e}");
+        assert_eq!(e.key, "limits.rate_per_seconds", "{e}");
         let e = load(&[], None, Some("[bogus]\nx = 1\n"), &[]).expect_err("unknown section");
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = load(&[], None, None, &[("HUB__LIMITS__RATE_BURST", "0")]).expect_err("zero");
