@@ -107,7 +107,6 @@ pub struct WsSession {
     peer: Option<String>,
     /// Last frame or Pong from the client.
     last_seen: Instant,
-    next_ping: Instant,
     ping_seq: u64,
     bucket: TokenBucket,
     drops: DropWindow,
@@ -132,7 +131,6 @@ impl WsSession {
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
         WsSession {
             id: SessionId::new(),
-            next_ping: now + config.heartbeat_interval,
             config,
             identity: None,
             peer,
@@ -402,6 +400,20 @@ impl WsSession {
         }
     }
 
+    /// Closes with 4006 once the client has been silent for the timeout; one
+    /// timer at a time, re-armed for the rest of the timeout at each check.
+    fn check_alive_after(&mut self, after: Duration, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.run_later(after, |act, ctx| {
+            let timeout = act.config.heartbeat_timeout;
+            let silent = act.last_seen.elapsed();
+            if silent >= timeout {
+                act.close(ctx, CloseCode::HeartbeatTimeout);
+            } else {
+                act.check_alive_after(timeout - silent, ctx);
+            }
+        });
+    }
+
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.config.metrics.received(OP_INVALID);
         if self.admit(ctx, None) {
@@ -436,21 +448,12 @@ impl Actor for WsSession {
                 act.close(ctx, CloseCode::IdentifyTimeout);
             }
         });
-        // One timer both sends PINGs and checks for silence, ticking often
-        // enough that a silent client is closed close to the timeout.
-        let (interval, timeout) = (self.config.heartbeat_interval, self.config.heartbeat_timeout);
-        let tick = interval.min(timeout / 4).max(Duration::from_millis(1));
-        ctx.run_interval(tick, move |act, ctx| {
-            let now = Instant::now();
-            if now.saturating_duration_since(act.last_seen) >= timeout {
-                return act.close(ctx, CloseCode::HeartbeatTimeout);
-            }
-            if now >= act.next_ping {
-                act.ping_seq += 1;
-                ctx.text(frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
-                act.next_ping = now + interval;
-            }
+        let interval = self.config.heartbeat_interval;
+        ctx.run_interval(interval, |act, ctx| {
+            act.ping_seq += 1;
+            ctx.text(frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
         });
+        self.check_alive_after(self.config.heartbeat_timeout, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

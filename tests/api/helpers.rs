@@ -49,7 +49,10 @@ pub fn test_settings() -> Settings {
     s.heartbeat.timeout_ms = 120_000;
     s.shutdown.drain_ms = 100;
     s.limits.close_grace_ms = 200;
-    s.services = vec![service("svc", SVC_TOKEN, &["g1", "g2"]), service("any", ANY_TOKEN, &["*"])];
+    s.services = vec![
+        service("svc", SVC_TOKEN, &["g1", "g2"]),
+        service("any", ANY_TOKEN, &["*"]),
+    ];
     s
 }
 
@@ -95,9 +98,15 @@ impl TestApp {
         if let Some(token) = bearer {
             req = req.insert_header(("Authorization", format!("Bearer {token}")));
         }
-        let mut resp = tokio::time::timeout(WAIT, req.send()).await.expect("answers in time").expect("request succeeds");
+        let mut resp = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("answers in time")
+            .expect("request succeeds");
         let body = resp.body().await.expect("body");
-        (resp.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
     }
 
     /// `/status` as JSON.

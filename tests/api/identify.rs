@@ -7,11 +7,21 @@ use crate::helpers::*;
 async fn identify_with_a_valid_token_answers_with_session_service_groups_and_node() {
     let app = spawn_app().await;
     let mut c = app.connect().await;
-    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": SVC_TOKEN, "groups": ["g1"]}})).await.unwrap();
+    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": SVC_TOKEN, "groups": ["g1"]}}))
+        .await
+        .unwrap();
     let reply = c.recv_frame().await.unwrap();
-    assert_eq!((reply["op"].as_u64(), reply["id"].as_str(), reply["event"].as_str()), (Some(5), Some("x1"), Some("IDENTIFY")));
+    assert_eq!(
+        (reply["op"].as_u64(), reply["id"].as_str(), reply["event"].as_str()),
+        (Some(5), Some("x1"), Some("IDENTIFY"))
+    );
     let data = &reply["data"];
-    assert_eq!(uuid::Uuid::parse_str(data["session"].as_str().unwrap()).unwrap().get_version_num(), 4);
+    assert_eq!(
+        uuid::Uuid::parse_str(data["session"].as_str().unwrap())
+            .unwrap()
+            .get_version_num(),
+        4
+    );
     assert_eq!(data["service"], "svc");
     assert_eq!(data["groups"], json!(["g1"]));
     assert_eq!(data["heartbeat_interval_ms"], 60_000);
@@ -32,7 +42,9 @@ async fn identify_without_groups_joins_all_configured_groups() {
 async fn a_bad_token_gets_auth_failed_then_disconnect_4004() {
     let app = spawn_app().await;
     let mut c = app.connect().await;
-    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": "wrong"}})).await.unwrap();
+    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": "wrong"}}))
+        .await
+        .unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "auth_failed", Some("x1"));
     assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(4004), Some(4004)));
 }
@@ -41,7 +53,9 @@ async fn a_bad_token_gets_auth_failed_then_disconnect_4004() {
 async fn a_group_not_allowed_gets_forbidden_group_then_disconnect_4004() {
     let app = spawn_app().await;
     let mut c = app.connect().await;
-    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": SVC_TOKEN, "groups": ["g1", "other"]}})).await.unwrap();
+    c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": SVC_TOKEN, "groups": ["g1", "other"]}}))
+        .await
+        .unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "forbidden_group", Some("x1"));
     assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(4004), Some(4004)));
 }
@@ -50,7 +64,9 @@ async fn a_group_not_allowed_gets_forbidden_group_then_disconnect_4004() {
 async fn a_second_identify_is_refused_and_the_connection_stays() {
     let app = spawn_app().await;
     let (mut c, _) = app.identified(&["a"]).await;
-    c.send_json(&json!({"op": 1, "id": "again", "data": {"token": ANY_TOKEN}})).await.unwrap();
+    c.send_json(&json!({"op": 1, "id": "again", "data": {"token": ANY_TOKEN}}))
+        .await
+        .unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "already_identified", Some("again"));
     c.send_json(&json!({"op": 3, "id": "still"})).await.unwrap();
     assert_eq!(c.recv_frame().await.unwrap(), json!({"op": 4, "id": "still"}));
@@ -64,8 +80,13 @@ async fn before_identify_only_ping_pong_and_disconnect_are_allowed() {
     assert_error(&c.recv_frame().await.unwrap(), "not_identified", Some("e"));
     c.send_json(&json!({"op": 5, "id": "r", "event": "E"})).await.unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "not_identified", Some("r"));
-    c.send_json(&json!({"op": 3, "id": "p", "data": {"t": 1}})).await.unwrap();
-    assert_eq!(c.recv_frame().await.unwrap(), json!({"op": 4, "id": "p", "data": {"t": 1}}));
+    c.send_json(&json!({"op": 3, "id": "p", "data": {"t": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.recv_frame().await.unwrap(),
+        json!({"op": 4, "id": "p", "data": {"t": 1}})
+    );
     c.send_json(&json!({"op": 4, "id": "x"})).await.unwrap();
     c.send_json(&json!({"op": 2})).await.unwrap();
     assert_eq!(c.recv_close(WAIT).await.unwrap(), (None, Some(1000)));

@@ -13,10 +13,15 @@ async fn global_reaches_every_identified_session_but_the_sender() {
     let (mut b, _) = app.identified(&[]).await;
     let (mut c, _) = app.identified(&["x"]).await;
     let mut unidentified = app.connect().await;
-    a.send_json(&json!({"op": 0, "id": "g", "event": "HELLO", "data": 1})).await.unwrap();
+    a.send_json(&json!({"op": 0, "id": "g", "event": "HELLO", "data": 1}))
+        .await
+        .unwrap();
     for client in [&mut b, &mut c] {
         let f = client.recv_frame().await.unwrap();
-        assert_eq!(f, json!({"id": "g", "op": 0, "event": "HELLO", "data": 1, "source": {"session": a_id, "service": "any"}}));
+        assert_eq!(
+            f,
+            json!({"id": "g", "op": 0, "event": "HELLO", "data": 1, "source": {"session": a_id, "service": "any"}})
+        );
     }
     assert_silent(&mut a, QUIET).await;
     assert_silent(&mut unidentified, Duration::from_millis(50)).await;
@@ -26,7 +31,9 @@ async fn global_reaches_every_identified_session_but_the_sender() {
 async fn global_alone_is_not_an_error() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
-    a.send_json(&json!({"op": 0, "event": "E", "intent": {"target": "GLOBAL", "identifier": null}})).await.unwrap();
+    a.send_json(&json!({"op": 0, "event": "E", "intent": {"target": "GLOBAL", "identifier": null}}))
+        .await
+        .unwrap();
     assert_silent(&mut a, QUIET).await;
 }
 
@@ -37,14 +44,25 @@ async fn group_reaches_its_members_but_the_sender_who_need_not_be_a_member() {
     let (mut b, _) = app.identified(&["damon"]).await;
     let (mut outsider, out_id) = app.identified(&["other"]).await;
     let intent = json!({"target": "GROUP", "identifier": "damon"});
-    a.send_json(&json!({"op": 0, "id": "1", "event": "INFO", "intent": intent})).await.unwrap();
+    a.send_json(&json!({"op": 0, "id": "1", "event": "INFO", "intent": intent}))
+        .await
+        .unwrap();
     let f = b.recv_frame().await.unwrap();
-    assert_eq!((f["id"].as_str(), f["intent"].clone(), f["source"]["session"].as_str()), (Some("1"), intent.clone(), Some(a_id.as_str())));
+    assert_eq!(
+        (f["id"].as_str(), f["intent"].clone(), f["source"]["session"].as_str()),
+        (Some("1"), intent.clone(), Some(a_id.as_str()))
+    );
     assert_silent(&mut a, QUIET).await;
-    outsider.send_json(&json!({"op": 0, "id": "2", "event": "INFO", "intent": intent})).await.unwrap();
+    outsider
+        .send_json(&json!({"op": 0, "id": "2", "event": "INFO", "intent": intent}))
+        .await
+        .unwrap();
     for member in [&mut a, &mut b] {
         let f = member.recv_frame().await.unwrap();
-        assert_eq!((f["id"].as_str(), f["source"]["session"].as_str()), (Some("2"), Some(out_id.as_str())));
+        assert_eq!(
+            (f["id"].as_str(), f["source"]["session"].as_str()),
+            (Some("2"), Some(out_id.as_str()))
+        );
     }
     assert_silent(&mut outsider, QUIET).await;
 }
@@ -55,9 +73,13 @@ async fn direct_reaches_one_session_and_may_target_the_sender() {
     let (mut a, a_id) = app.identified(&[]).await;
     let (mut b, b_id) = app.identified(&[]).await;
     let (mut c, _) = app.identified(&[]).await;
-    a.send_json(&json!({"op": 0, "id": "d", "event": "E", "intent": {"target": "DIRECT", "identifier": b_id}})).await.unwrap();
+    a.send_json(&json!({"op": 0, "id": "d", "event": "E", "intent": {"target": "DIRECT", "identifier": b_id}}))
+        .await
+        .unwrap();
     assert_eq!(b.recv_frame().await.unwrap()["id"], "d");
-    a.send_json(&json!({"op": 0, "id": "self", "event": "E", "intent": {"target": "DIRECT", "identifier": a_id}})).await.unwrap();
+    a.send_json(&json!({"op": 0, "id": "self", "event": "E", "intent": {"target": "DIRECT", "identifier": a_id}}))
+        .await
+        .unwrap();
     assert_eq!(a.recv_frame().await.unwrap()["id"], "self");
     assert_silent(&mut c, QUIET).await;
 }
@@ -67,13 +89,17 @@ async fn no_recipient_is_unknown_target_with_the_frame_id() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
     let (b, b_id) = app.identified(&[]).await;
-    a.send_json(&json!({"op": 0, "id": "nobody", "event": "E", "intent": {"target": "GROUP", "identifier": "empty"}})).await.unwrap();
+    a.send_json(&json!({"op": 0, "id": "nobody", "event": "E", "intent": {"target": "GROUP", "identifier": "empty"}}))
+        .await
+        .unwrap();
     assert_error(&a.recv_frame().await.unwrap(), "unknown_target", Some("nobody"));
     b.close().await.unwrap();
     // The hub forgets b once its socket is gone.
     let mut last = Value::Null;
     for _ in 0..50 {
-        a.send_json(&json!({"op": 0, "id": "gone", "event": "E", "intent": {"target": "DIRECT", "identifier": b_id}})).await.unwrap();
+        a.send_json(&json!({"op": 0, "id": "gone", "event": "E", "intent": {"target": "DIRECT", "identifier": b_id}}))
+            .await
+            .unwrap();
         last = a.recv_frame().await.unwrap();
         if last["event"] == "ERROR" {
             break;
@@ -81,7 +107,11 @@ async fn no_recipient_is_unknown_target_with_the_frame_id() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_error(&last, "unknown_target", Some("gone"));
-    a.send_json(&json!({"op": 0, "id": "nouuid", "event": "E", "intent": {"target": "DIRECT", "identifier": "not-a-session"}})).await.unwrap();
+    a.send_json(
+        &json!({"op": 0, "id": "nouuid", "event": "E", "intent": {"target": "DIRECT", "identifier": "not-a-session"}}),
+    )
+    .await
+    .unwrap();
     assert_error(&a.recv_frame().await.unwrap(), "unknown_target", Some("nouuid"));
 }
 
@@ -97,7 +127,9 @@ async fn bad_intents_are_invalid_intent() {
     .into_iter()
     .enumerate()
     {
-        a.send_json(&json!({"op": 0, "id": i.to_string(), "event": "E", "intent": intent})).await.unwrap();
+        a.send_json(&json!({"op": 0, "id": i.to_string(), "event": "E", "intent": intent}))
+            .await
+            .unwrap();
         assert_error(&a.recv_frame().await.unwrap(), "invalid_intent", Some(&i.to_string()));
     }
 }
@@ -107,10 +139,17 @@ async fn a_forged_source_is_overwritten_and_a_missing_id_is_assigned() {
     let app = spawn_app().await;
     let (mut a, a_id) = app.identified(&[]).await;
     let (mut b, _) = app.identified(&[]).await;
-    a.send_json(&json!({"op": 0, "event": "E", "source": {"session": "forged", "service": "admin"}, "extra": true})).await.unwrap();
+    a.send_json(&json!({"op": 0, "event": "E", "source": {"session": "forged", "service": "admin"}, "extra": true}))
+        .await
+        .unwrap();
     let f = b.recv_frame().await.unwrap();
     assert_eq!(f["source"], json!({"session": a_id, "service": "any"}));
-    assert_eq!(uuid::Uuid::parse_str(f["id"].as_str().unwrap()).unwrap().get_version_num(), 4);
+    assert_eq!(
+        uuid::Uuid::parse_str(f["id"].as_str().unwrap())
+            .unwrap()
+            .get_version_num(),
+        4
+    );
     assert!(f.get("extra").is_none());
 }
 
@@ -120,7 +159,9 @@ async fn data_arrives_verbatim_even_numbers_beyond_64_bits() {
     let (mut a, _) = app.identified(&[]).await;
     let (mut b, _) = app.identified(&[]).await;
     let data = r#"{"big":123456789012345678901234567890,"dec":3.14159265358979323846264338327950288,"neg":-1e400,"s":"\u00e9\n"}"#;
-    a.send_text(format!(r#"{{"op":0,"id":"v","event":"E","data":{data}}}"#)).await.unwrap();
+    a.send_text(format!(r#"{{"op":0,"id":"v","event":"E","data":{data}}}"#))
+        .await
+        .unwrap();
     let text = b.recv_text(socket_hub::client::WAIT).await.unwrap();
     assert!(text.contains(&format!(r#""data":{data}"#)), "{text}");
 }
@@ -131,7 +172,9 @@ async fn frames_from_one_sender_arrive_in_order() {
     let (mut a, _) = app.identified(&[]).await;
     let (mut b, b_id) = app.identified(&[]).await;
     for i in 0..1000 {
-        a.send_json(&json!({"op": 0, "event": "SEQ", "data": i, "intent": {"target": "DIRECT", "identifier": b_id}})).await.unwrap();
+        a.send_json(&json!({"op": 0, "event": "SEQ", "data": i, "intent": {"target": "DIRECT", "identifier": b_id}}))
+            .await
+            .unwrap();
     }
     for i in 0..1000 {
         assert_eq!(b.recv_frame().await.unwrap()["data"], i);
