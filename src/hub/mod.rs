@@ -344,21 +344,19 @@ impl Handler<Kick> for Hub {
 impl Handler<Drain> for Hub {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
-        // Close orders go out in slices every STEP, so that clients do not
-        // all reconnect at the same moment.
+        // Close orders go out in slices spread evenly over the drain time
+        // (at most one slice per STEP), so that clients do not all reconnect
+        // at the same moment.
         const STEP: Duration = Duration::from_millis(10);
-        let ids: Vec<_> = self
-            .registry
-            .keys()
-            .into_iter()
-            .filter_map(|k| self.registry.get(k).map(|e| e.id))
-            .collect();
-        let steps = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
-        let per_step = ids.len().div_ceil(steps).max(1);
+        let ids: Vec<_> = self.registry.keys().into_iter().filter_map(|k| self.registry.get(k).map(|e| e.id)).collect();
+        let max_slices = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
+        let slices = ids.len().clamp(1, max_slices);
+        let per_slice = ids.len().div_ceil(slices).max(1);
         log::info!("draining {} sessions over {:?}", ids.len(), msg.over);
-        for (i, chunk) in ids.chunks(per_step).enumerate() {
+        for (i, chunk) in ids.chunks(per_slice).enumerate() {
             let chunk = chunk.to_vec();
-            ctx.run_later(STEP * i as u32, move |hub, ctx| {
+            let at = msg.over.mul_f64(i as f64 / slices as f64);
+            ctx.run_later(at, move |hub, ctx| {
                 for id in chunk {
                     if let Some(key) = hub.registry.key(&id) {
                         hub.close_session(key, CloseCode::Shutdown, ctx);
@@ -366,7 +364,7 @@ impl Handler<Drain> for Hub {
                 }
             });
         }
-        let total = STEP * ids.len().div_ceil(per_step) as u32;
+        let total = if ids.is_empty() { Duration::ZERO } else { msg.over };
         Box::pin(actix::clock::sleep(total).into_actor(self))
     }
 }

@@ -1,1 +1,146 @@
+//! The HTTP endpoints (PROTOCOL.md §10).
+
+use serde_json::{json, Value};
+use socket_hub::client::WAIT;
+
 use crate::helpers::*;
+
+/// Sends `method path` with an empty body; the status and the JSON body.
+async fn request(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
+    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+    let req = awc::Client::new().request(method, format!("{}{path}", app.http_url));
+    let mut resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("answers in time")
+        .expect("request succeeds");
+    let body = resp.body().await.expect("body");
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+/// Asserts a body that is exactly `{code: <slug>, message: <text>}`.
+fn assert_api_error(body: &Value, code: &str) {
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {body}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, vec!["code", "message"], "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[actix_web::test]
+async fn healthz_and_readyz_answer_200_while_serving() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.0, 200);
+    assert_eq!(app.get("/readyz", None).await.0, 200);
+}
+
+#[actix_web::test]
+async fn status_has_exactly_the_documented_shape_and_exact_counts() {
+    let app = spawn_app().await;
+    let mut unidentified = app.connect().await;
+    // A PONG proves its session is registered before /status is asked.
+    unidentified.send_json(&json!({"op": 3, "id": "up"})).await.unwrap();
+    assert_eq!(unidentified.recv_frame().await.unwrap(), json!({"op": 4, "id": "up"}));
+    let mut a = app.connect().await;
+    let node = a.identify(ANY_TOKEN, Some(&["g1", "x"])).await.unwrap()["node"].clone();
+    let mut b = app.connect().await;
+    b.identify(SVC_TOKEN, Some(&["g1"])).await.unwrap();
+
+    let status = app.status().await;
+    assert_eq!(
+        keys(&status),
+        vec![
+            "connections",
+            "groups",
+            "messages",
+            "node",
+            "services",
+            "uptime_seconds",
+            "version"
+        ],
+        "{status}"
+    );
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["node"], node);
+    assert!(status["uptime_seconds"].is_u64(), "{status}");
+    assert_eq!(status["connections"], json!({"total": 3, "identified": 2}));
+    assert_eq!(status["groups"], json!({"g1": 2, "x": 1}));
+    assert_eq!(status["services"], json!({"any": 1, "svc": 1}));
+    let messages = &status["messages"];
+    assert_eq!(keys(messages), vec!["delivered", "dropped", "received"], "{status}");
+    for key in ["received", "delivered", "dropped"] {
+        assert!(messages[key].is_u64(), "{status}");
+    }
+
+    a.send_json(&json!({"op": 0, "id": "m", "event": "E", "intent": {"target": "GROUP", "identifier": "g1"}}))
+        .await
+        .unwrap();
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "m");
+    let after = app.status().await["messages"].clone();
+    let delta = |key: &str| after[key].as_u64().unwrap() - messages[key].as_u64().unwrap();
+    assert_eq!(
+        (delta("received"), delta("delivered"), delta("dropped")),
+        (1, 1, 0),
+        "before {messages}, after {after}"
+    );
+}
+
+#[actix_web::test]
+async fn status_with_a_token_needs_the_right_bearer_token() {
+    let app = spawn_app_with(|s| s.status.token = Some("status-secret".into())).await;
+    let (code, body) = app.get("/status", None).await;
+    assert_eq!(code, 401, "{body}");
+    assert_api_error(&body, "unauthorized");
+    let (code, body) = app.get("/status", Some("wrong")).await;
+    assert_eq!(code, 401, "{body}");
+    assert_api_error(&body, "unauthorized");
+    let (code, body) = app.get("/status", Some("status-secret")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["connections"], json!({"total": 0, "identified": 0}));
+    // The probes stay open.
+    assert_eq!(app.get("/healthz", None).await.0, 200);
+    assert_eq!(app.get("/readyz", None).await.0, 200);
+}
+
+#[actix_web::test]
+async fn an_unknown_path_is_404_json() {
+    let app = spawn_app().await;
+    let (code, body) = app.get("/nope", None).await;
+    assert_eq!(code, 404, "{body}");
+    assert_api_error(&body, "not_found");
+}
+
+#[actix_web::test]
+async fn a_wrong_method_is_405_json_never_500() {
+    let app = spawn_app().await;
+    for (method, path) in [("POST", "/status"), ("PUT", "/healthz"), ("DELETE", "/readyz")] {
+        let (code, body) = request(&app, method, path).await;
+        assert_eq!(code, 405, "{method} {path}: {body}");
+        assert_api_error(&body, "method_not_allowed");
+    }
+}
+
+#[actix_web::test]
+async fn a_plain_get_on_the_websocket_path_is_400_json() {
+    let app = spawn_app().await;
+    let (code, body) = app.get("/ws", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert_api_error(&body, "bad_request");
+}

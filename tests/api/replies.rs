@@ -1,1 +1,157 @@
+//! Request and reply, op 5 (PROTOCOL.md §5).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use socket_hub::client::{Client, WAIT};
+
 use crate::helpers::*;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A client identified as `svc` in `g1`, and its session id.
+async fn svc_member(app: &TestApp) -> (Client, String) {
+    let mut client = app.connect().await;
+    let data = client.identify(SVC_TOKEN, Some(&["g1"])).await.expect("identifies");
+    (client, data["session"].as_str().expect("session id").to_owned())
+}
+
+/// Sends an `EVENT` with `id` to group `g1`.
+async fn ask_g1(client: &mut Client, id: &str) {
+    client
+        .send_json(&json!({"op": 0, "id": id, "event": "INFO", "data": {"q": id}, "intent": {"target": "GROUP", "identifier": "g1"}}))
+        .await
+        .unwrap();
+}
+
+async fn reply(client: &mut Client, id: &str, data: Value) {
+    client
+        .send_json(&json!({"op": 5, "id": id, "event": "INFO", "data": data}))
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn a_reply_reaches_the_sender_of_the_event_with_its_data_verbatim_and_the_replier_as_source() {
+    let app = spawn_app().await;
+    let (mut a, a_id) = app.identified(&[]).await;
+    let (mut b, b_id) = svc_member(&app).await;
+    ask_g1(&mut a, "req-1").await;
+    let asked = b.recv_frame().await.unwrap();
+    assert_eq!(
+        (
+            asked["op"].as_u64(),
+            asked["id"].as_str(),
+            asked["source"]["session"].as_str()
+        ),
+        (Some(0), Some("req-1"), Some(a_id.as_str()))
+    );
+    let data =
+        r#"{"channels":10240,"big":123456789012345678901234567890,"dec":0.10000000000000000000001,"s":"\u00e9"}"#;
+    b.send_text(format!(
+        r#"{{"op":5,"id":"req-1","event":"INFO","data":{data},"source":{{"session":"forged","service":"x"}}}}"#
+    ))
+    .await
+    .unwrap();
+    let text = a.recv_text(WAIT).await.unwrap();
+    assert!(text.contains(&format!(r#""data":{data}"#)), "{text}");
+    let got: Value = serde_json::from_str(&text).unwrap();
+    let mut without_data = got.clone();
+    without_data.as_object_mut().unwrap().remove("data");
+    assert_eq!(
+        without_data,
+        json!({"id": "req-1", "op": 5, "event": "INFO", "source": {"session": b_id, "service": "svc"}})
+    );
+    assert_silent(&mut b, QUIET).await;
+}
+
+#[actix_web::test]
+async fn every_member_may_reply_and_the_sender_gathers_all_replies() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, b_id) = svc_member(&app).await;
+    let (mut c, c_id) = svc_member(&app).await;
+    ask_g1(&mut a, "gather").await;
+    for (member, id) in [(&mut b, &b_id), (&mut c, &c_id)] {
+        assert_eq!(member.recv_frame().await.unwrap()["id"], "gather");
+        reply(member, "gather", json!({"from": id})).await;
+    }
+    let mut replies = vec![a.recv_frame().await.unwrap(), a.recv_frame().await.unwrap()];
+    replies.sort_by_key(|r| r["source"]["session"].as_str().unwrap_or_default().to_owned());
+    let mut expected: Vec<Value> = [&b_id, &c_id]
+        .into_iter()
+        .map(|id| json!({"id": "gather", "op": 5, "event": "INFO", "data": {"from": id}, "source": {"session": id, "service": "svc"}}))
+        .collect();
+    expected.sort_by_key(|r| r["source"]["session"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(replies, expected);
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
+async fn a_reply_with_an_unknown_id_is_unknown_request_to_the_replier() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = svc_member(&app).await;
+    reply(&mut b, "never-asked", json!(1)).await;
+    assert_error(&b.recv_frame().await.unwrap(), "unknown_request", Some("never-asked"));
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
+async fn a_reply_after_reply_ttl_is_unknown_request() {
+    let app = spawn_app_with(|s| s.limits.reply_ttl_ms = 200).await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = svc_member(&app).await;
+    ask_g1(&mut a, "slow").await;
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "slow");
+    reply(&mut b, "slow", json!("in time")).await;
+    assert_eq!(a.recv_frame().await.unwrap()["data"], "in time");
+    // Nothing to await here: the entry must expire with time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reply(&mut b, "slow", json!("late")).await;
+    assert_error(&b.recv_frame().await.unwrap(), "unknown_request", Some("slow"));
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
+async fn the_pending_table_is_bounded_and_the_oldest_request_goes_first() {
+    let app = spawn_app_with(|s| s.limits.max_pending_replies = 2).await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = svc_member(&app).await;
+    for id in ["first", "second", "third"] {
+        ask_g1(&mut a, id).await;
+    }
+    for id in ["first", "second", "third"] {
+        assert_eq!(b.recv_frame().await.unwrap()["id"], id);
+    }
+    reply(&mut b, "first", json!(1)).await;
+    assert_error(&b.recv_frame().await.unwrap(), "unknown_request", Some("first"));
+    reply(&mut b, "third", json!(3)).await;
+    let got = a.recv_frame().await.unwrap();
+    assert_eq!(
+        (got["op"].as_u64(), got["id"].as_str(), got["data"].clone()),
+        (Some(5), Some("third"), json!(3))
+    );
+    reply(&mut b, "second", json!(2)).await;
+    assert_eq!(a.recv_frame().await.unwrap()["id"], "second");
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
+async fn a_reply_without_an_id_is_invalid_frame() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = svc_member(&app).await;
+    ask_g1(&mut a, "q").await;
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "q");
+    b.send_json(&json!({"op": 5, "event": "INFO", "data": 1}))
+        .await
+        .unwrap();
+    let err = b.recv_frame().await.unwrap();
+    assert_error(&err, "invalid_frame", None);
+    assert!(err.get("id").is_none(), "{err}");
+    assert_silent(&mut a, QUIET).await;
+    // The connection stays.
+    b.send_json(&json!({"op": 3, "id": "still"})).await.unwrap();
+    assert_eq!(b.recv_frame().await.unwrap(), json!({"op": 4, "id": "still"}));
+}
