@@ -75,8 +75,9 @@ pub struct Leave {
 
 // ---- hub -> session ----
 
-/// Frames to write, in order. `bytes` is their total length, to be
-/// subtracted from the session's outbound counter once written.
+/// Frames to write, in order. `bytes` is what they count against
+/// `limits.max_outbound_bytes` (their length plus a fixed overhead each), to
+/// be subtracted from the session's outbound counter once written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {

@@ -28,6 +28,7 @@ use crate::conn::Closer;
 use crate::metrics::{Drop, Metrics, ServiceLabel};
 use crate::protocol::frame::{self, op};
 use crate::protocol::{CloseCode, ErrorCode};
+use crate::session::FRAME_OVERHEAD;
 use crate::settings::Settings;
 use messages::*;
 use pending::Pending;
@@ -104,7 +105,7 @@ impl Hub {
         if link.batch.is_empty() {
             self.dirty.push(key);
         }
-        link.batch_bytes += frame.len();
+        link.batch_bytes += frame.len() + FRAME_OVERHEAD;
         link.batch.push(frame);
         if !self.flush_scheduled {
             self.flush_scheduled = true;

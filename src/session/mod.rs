@@ -35,9 +35,10 @@ use rate_limit::{DropWindow, TokenBucket};
 pub const WINDOW_FRAMES: u32 = 16;
 /// Bytes a session may hand the hub before it waits for the hub to catch up.
 pub const WINDOW_BYTES: usize = 256 * 1024;
-/// Batches the hub may queue in a session's mailbox; the byte limit
-/// (`limits.max_outbound_bytes`) usually trips first.
-const MAILBOX_CAPACITY: usize = 256;
+/// What one queued frame costs besides its bytes (its slot in a batch, the
+/// share of the batch's envelope). Counted into the session's outbound bytes
+/// so that many tiny frames cannot hold much more memory than the limit.
+pub const FRAME_OVERHEAD: usize = 64;
 
 /// What every session shares: the hub, the services, the metrics and the
 /// settings it needs.
@@ -51,6 +52,9 @@ pub struct SessionConfig {
     pub heartbeat_timeout: Duration,
     pub identify_timeout: Duration,
     pub max_frame_bytes: usize,
+    /// Messages the hub may queue in a session's mailbox: more than the byte
+    /// limit can ever hold, so that only the byte limit evicts.
+    pub mailbox_capacity: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
 }
@@ -66,6 +70,7 @@ impl SessionConfig {
             heartbeat_timeout: settings.heartbeat.timeout(),
             identify_timeout: settings.limits.identify_timeout(),
             max_frame_bytes: settings.limits.max_frame_bytes,
+            mailbox_capacity: settings.limits.max_outbound_bytes / FRAME_OVERHEAD + 16,
             rate_per_sec: settings.limits.rate_per_sec,
             rate_burst: settings.limits.rate_burst,
         }
@@ -431,7 +436,7 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
         let addr = ctx.address();
         self.config.hub.do_send(Connect {
             id: self.id,
