@@ -25,7 +25,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::conn::Closer;
-use crate::metrics::{Drop, Metrics, ServiceLabel};
+use crate::metrics::{Drop, Metrics};
 use crate::protocol::frame::{self, op};
 use crate::protocol::{CloseCode, ErrorCode};
 use crate::session::FRAME_OVERHEAD;
@@ -154,12 +154,7 @@ impl Hub {
         let entry = self.registry.remove(key)?;
         if let Some(service) = &entry.service {
             self.metrics.identified.dec();
-            self.metrics
-                .sessions_per_service
-                .get_or_create(&ServiceLabel {
-                    service: service.to_string(),
-                })
-                .dec();
+            self.metrics.service_left(service);
             self.metrics.groups.set(self.registry.group_count() as i64);
         }
         Some(entry.link)
@@ -235,12 +230,7 @@ impl Handler<Join> for Hub {
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         let Some(key) = self.registry.key(&msg.id) else { return };
         self.metrics.identified.inc();
-        self.metrics
-            .sessions_per_service
-            .get_or_create(&ServiceLabel {
-                service: msg.service.to_string(),
-            })
-            .inc();
+        self.metrics.service_joined(&msg.service);
         self.registry.identify(key, msg.service, msg.groups);
         self.metrics.groups.set(self.registry.group_count() as i64);
     }

@@ -61,7 +61,7 @@ pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
 /// Prometheus/OpenMetrics text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .content_type(prometheus::TEXT_FORMAT)
         .body(state.metrics.encode())
 }
 

@@ -83,18 +83,13 @@ pub struct ConnectionSlot(Arc<Metrics>);
 impl ConnectionSlot {
     /// Takes a place, or `None` when all `max` are taken.
     pub fn acquire(metrics: &Arc<Metrics>, max: usize) -> Option<Self> {
-        let before = metrics.connections.inc();
-        if before >= max as i64 {
-            metrics.connections.dec();
-            return None;
-        }
-        Some(ConnectionSlot(metrics.clone()))
+        metrics.try_open_connection(max).then(|| ConnectionSlot(metrics.clone()))
     }
 }
 
 impl std::ops::Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections.dec();
+        self.0.close_connection();
     }
 }
 

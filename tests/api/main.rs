@@ -13,3 +13,4 @@ mod routing;
 mod settings;
 mod shutdown;
 mod slow_consumer;
+mod ops;
