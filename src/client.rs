@@ -31,7 +31,9 @@ pub enum ClientError {
 /// `socket-hub healthcheck`, which needs no curl in the image).
 pub async fn http_status(url: &str) -> Result<u16, String> {
     let request = awc::Client::new().get(url).send();
-    let response = tokio::time::timeout(WAIT, request).await.map_err(|_| format!("no answer within {WAIT:?}"))?;
+    let response = tokio::time::timeout(WAIT, request)
+        .await
+        .map_err(|_| format!("no answer within {WAIT:?}"))?;
     response.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
 }
 

@@ -90,48 +90,97 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new_custom(Some("socket_hub".into()), None).unwrap_or_default();
         let gauge = |name: &str, help: &str| {
-            register(&registry, IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+            register(
+                &registry,
+                IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}")),
+            )
         };
         let counter = |name: &str, help: &str| {
-            register(&registry, IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}")))
+            register(
+                &registry,
+                IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}")),
+            )
         };
         let connections = gauge("connections", "Open WebSocket connections");
         let identified = gauge("sessions_identified", "Identified sessions");
         let sessions_per_service = register(
             &registry,
-            IntGaugeVec::new(Opts::new("service_sessions", "Identified sessions per service"), &["service"])
-                .unwrap_or_else(|e| panic!("metric service_sessions: {e}")),
+            IntGaugeVec::new(
+                Opts::new("service_sessions", "Identified sessions per service"),
+                &["service"],
+            )
+            .unwrap_or_else(|e| panic!("metric service_sessions: {e}")),
         );
         let groups = gauge("groups", "Groups with at least one member");
 
-        let received_vec = counter_vec(&registry, "frames_received_total", "Messages received from clients, by op", "op");
-        let received = OP_NAMES.iter().map(|op| received_vec.with_label_values(&[*op])).collect();
-        let delivered_vec =
-            counter_vec(&registry, "frames_delivered_total", "Frames handed to recipients' queues, by op", "op");
-        let delivered = OP_NAMES.iter().map(|op| delivered_vec.with_label_values(&[*op])).collect();
-        let dropped_vec = counter_vec(&registry, "frames_dropped_total", "Frames not delivered, by reason", "reason");
-        let dropped = Drop::ALL.iter().map(|d| dropped_vec.with_label_values(&[d.slug()])).collect();
+        let received_vec = counter_vec(
+            &registry,
+            "frames_received_total",
+            "Messages received from clients, by op",
+            "op",
+        );
+        let received = OP_NAMES
+            .iter()
+            .map(|op| received_vec.with_label_values(&[*op]))
+            .collect();
+        let delivered_vec = counter_vec(
+            &registry,
+            "frames_delivered_total",
+            "Frames handed to recipients' queues, by op",
+            "op",
+        );
+        let delivered = OP_NAMES
+            .iter()
+            .map(|op| delivered_vec.with_label_values(&[*op]))
+            .collect();
+        let dropped_vec = counter_vec(
+            &registry,
+            "frames_dropped_total",
+            "Frames not delivered, by reason",
+            "reason",
+        );
+        let dropped = Drop::ALL
+            .iter()
+            .map(|d| dropped_vec.with_label_values(&[d.slug()]))
+            .collect();
 
         let disconnect_vec = register(
             &registry,
-            IntCounterVec::new(Opts::new("disconnects_total", "Closed sessions, by close code"), &["code", "reason"])
-                .unwrap_or_else(|e| panic!("metric disconnects_total: {e}")),
+            IntCounterVec::new(
+                Opts::new("disconnects_total", "Closed sessions, by close code"),
+                &["code", "reason"],
+            )
+            .unwrap_or_else(|e| panic!("metric disconnects_total: {e}")),
         );
         let disconnects = CloseCode::ALL
             .iter()
-            .map(|c| (*c, disconnect_vec.with_label_values(&[c.code().to_string().as_str(), c.slug()])))
+            .map(|c| {
+                (
+                    *c,
+                    disconnect_vec.with_label_values(&[c.code().to_string().as_str(), c.slug()]),
+                )
+            })
             .collect();
-        let slow_consumer_disconnects =
-            counter("slow_consumer_disconnects_total", "Sessions evicted as slow consumers (close code 4007)");
-        let rate_limit_disconnects =
-            counter("rate_limit_disconnects_total", "Sessions closed for exceeding their rate limit (close code 4008)");
+        let slow_consumer_disconnects = counter(
+            "slow_consumer_disconnects_total",
+            "Sessions evicted as slow consumers (close code 4007)",
+        );
+        let rate_limit_disconnects = counter(
+            "rate_limit_disconnects_total",
+            "Sessions closed for exceeding their rate limit (close code 4008)",
+        );
         let refused_upgrades = counter("refused_upgrades_total", "WebSocket upgrades refused with 503");
-        let buckets = vec![0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+        let buckets = vec![
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+        ];
         let routing_latency = register(
             &registry,
             Histogram::with_opts(
-                HistogramOpts::new("routing_latency_seconds", "Time from a frame's arrival to its hand-off to recipients")
-                    .buckets(buckets),
+                HistogramOpts::new(
+                    "routing_latency_seconds",
+                    "Time from a frame's arrival to its hand-off to recipients",
+                )
+                .buckets(buckets),
             )
             .unwrap_or_else(|e| panic!("metric routing_latency_seconds: {e}")),
         );

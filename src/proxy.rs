@@ -21,7 +21,12 @@ impl TrustedProxies {
             let net = entry
                 .parse::<IpNet>()
                 .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| SettingsError::new(format!("server.trusted_proxies[{i}]"), format!("{entry:?} is not an IP address or CIDR")))?;
+                .map_err(|_| {
+                    SettingsError::new(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("{entry:?} is not an IP address or CIDR"),
+                    )
+                })?;
             nets.push(net);
         }
         Ok(TrustedProxies(nets))
@@ -63,7 +68,9 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<String> {
     for value in headers.get_all("forwarded").filter_map(|v| v.to_str().ok()) {
         for element in value.split(',') {
             for pair in element.split(';') {
-                let Some((key, val)) = pair.trim().split_once('=') else { continue };
+                let Some((key, val)) = pair.trim().split_once('=') else {
+                    continue;
+                };
                 if key.trim().eq_ignore_ascii_case("for") {
                     hops.push(strip_forwarded_node(val.trim()));
                 }
@@ -112,18 +119,30 @@ mod tests {
     fn headers_from_an_untrusted_peer_are_ignored() {
         let t = TrustedProxies::parse(&[]).expect("empty");
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(t.client_addr(peer("10.0.0.9:5000"), &h).as_deref(), Some("10.0.0.9:5000"));
+        assert_eq!(
+            t.client_addr(peer("10.0.0.9:5000"), &h).as_deref(),
+            Some("10.0.0.9:5000")
+        );
     }
 
     #[test]
     fn a_trusted_proxy_names_the_client() {
         let t = TrustedProxies::parse(&["127.0.0.1".into(), "10.0.0.0/8".into()]).expect("valid");
         let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.1.1.1")]);
-        assert_eq!(t.client_addr(peer("127.0.0.1:40000"), &h).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            t.client_addr(peer("127.0.0.1:40000"), &h).as_deref(),
+            Some("203.0.113.7")
+        );
         let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=http, for=10.2.2.2")]);
-        assert_eq!(t.client_addr(peer("127.0.0.1:40000"), &h).as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            t.client_addr(peer("127.0.0.1:40000"), &h).as_deref(),
+            Some("2001:db8::1")
+        );
         let none = headers(&[]);
-        assert_eq!(t.client_addr(peer("127.0.0.1:40000"), &none).as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(
+            t.client_addr(peer("127.0.0.1:40000"), &none).as_deref(),
+            Some("127.0.0.1:40000")
+        );
     }
 
     #[test]

@@ -397,7 +397,11 @@ fn config_error(e: config::ConfigError) -> SettingsError {
         .map(str::to_owned)
         .unwrap_or_else(|| "settings".to_owned());
     // For an unknown key, name the key itself, not only its section.
-    let key = match text.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next()) {
+    let key = match text
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+    {
         Some(field) if key == "settings" => field.to_owned(),
         Some(field) => format!("{key}.{field}"),
         None => key,

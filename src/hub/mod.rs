@@ -339,7 +339,12 @@ impl Handler<Drain> for Hub {
         // (at most one slice per STEP), so that clients do not all reconnect
         // at the same moment.
         const STEP: Duration = Duration::from_millis(10);
-        let ids: Vec<_> = self.registry.keys().into_iter().filter_map(|k| self.registry.get(k).map(|e| e.id)).collect();
+        let ids: Vec<_> = self
+            .registry
+            .keys()
+            .into_iter()
+            .filter_map(|k| self.registry.get(k).map(|e| e.id))
+            .collect();
         let max_slices = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
         let slices = ids.len().clamp(1, max_slices);
         let per_slice = ids.len().div_ceil(slices).max(1);

@@ -19,10 +19,18 @@ use crate::SessionId;
 
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let Some(token) = &state.admin_token else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "admin_disabled", "the admin API is disabled: set admin.token"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: set admin.token",
+        ));
     };
     if !bearer_ok(req, token) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <admin.token>"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <admin.token>",
+        ));
     }
     Ok(())
 }
@@ -33,7 +41,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_big", format!("the body is over {limit} bytes")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_big",
+                format!("the body is over {limit} bytes"),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -46,14 +58,24 @@ fn hub_gone() -> ApiError {
 
 /// `POST /api/publish`: body an `EVENT` frame; routed as if a session of the
 /// service `http` sent it (`source.session` is null).
-pub async fn publish(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn publish(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let body = read_body(payload, state.session.max_frame_bytes).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_frame", "the body is not UTF-8"))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_frame", "the body is not UTF-8"))?;
     let bad = |code: ErrorCode, message: String| ApiError::new(StatusCode::BAD_REQUEST, code.slug(), message);
     let ev = match frame::parse(text) {
         Ok(Inbound::Event(ev)) => ev,
-        Ok(_) => return Err(bad(ErrorCode::InvalidFrame, "the body must be an EVENT frame (op 0)".into())),
+        Ok(_) => {
+            return Err(bad(
+                ErrorCode::InvalidFrame,
+                "the body must be an EVENT frame (op 0)".into(),
+            ))
+        }
         Err(e) => return Err(bad(e.code, e.message)),
     };
     let id: Arc<str> = match ev.id {
@@ -66,7 +88,13 @@ pub async fn publish(req: HttpRequest, payload: web::Payload, state: web::Data<A
     let routed = state
         .session
         .hub
-        .send(Route { from: None, id: id.clone(), intent: ev.intent, frame: encoded, at: Instant::now() })
+        .send(Route {
+            from: None,
+            id: id.clone(),
+            intent: ev.intent,
+            frame: encoded,
+            at: Instant::now(),
+        })
         .await
         .map_err(|_| hub_gone())?;
     match routed {
@@ -82,11 +110,20 @@ struct DisconnectBody {
 
 /// `POST /api/disconnect`: body `{"session": "<id>"}`; that session gets
 /// `DISCONNECT` 4009.
-pub async fn disconnect(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn disconnect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let body = read_body(payload, 4096).await?;
-    let parsed: DisconnectBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{\"session\": \"<id>\"}}: {e}")))?;
+    let parsed: DisconnectBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expected {{\"session\": \"<id>\"}}: {e}"),
+        )
+    })?;
     let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session");
     let session = SessionId::parse(&parsed.session).ok_or_else(unknown)?;
     let found = state.session.hub.send(Kick { session }).await.map_err(|_| hub_gone())?;

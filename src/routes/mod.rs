@@ -98,7 +98,14 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> ApiError {
-    let known = ["/healthz", "/readyz", "/status", "/metrics", "/api/publish", "/api/disconnect"];
+    let known = [
+        "/healthz",
+        "/readyz",
+        "/status",
+        "/metrics",
+        "/api/publish",
+        "/api/disconnect",
+    ];
     if known.contains(&req.path()) {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -33,9 +33,15 @@ pub async fn upgrade(
     };
     if !state.allowed_origins.is_empty() {
         if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
-            let allowed = origin.to_str().is_ok_and(|o| state.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            let allowed = origin
+                .to_str()
+                .is_ok_and(|o| state.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
             if !allowed {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", "this Origin may not open a WebSocket"));
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_origin",
+                    "this Origin may not open a WebSocket",
+                ));
             }
         }
     }

@@ -83,7 +83,9 @@ pub struct ConnectionSlot(Arc<Metrics>);
 impl ConnectionSlot {
     /// Takes a place, or `None` when all `max` are taken.
     pub fn acquire(metrics: &Arc<Metrics>, max: usize) -> Option<Self> {
-        metrics.try_open_connection(max).then(|| ConnectionSlot(metrics.clone()))
+        metrics
+            .try_open_connection(max)
+            .then(|| ConnectionSlot(metrics.clone()))
     }
 }
 
