@@ -63,6 +63,22 @@ impl Client {
         Ok(Client { ws, auto_pong: true })
     }
 
+    /// Connects with extra request headers (`Origin`, `X-Forwarded-For`, ...).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Self, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            request.headers_mut().insert(name, value);
+        }
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| ClientError::Timeout(WAIT))??;
+        Ok(Client { ws, auto_pong: true })
+    }
+
     pub async fn send_json(&mut self, value: &Value) -> Result<(), ClientError> {
         self.send_text(value.to_string()).await
     }

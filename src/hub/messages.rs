@@ -97,7 +97,21 @@ pub struct Close {
 /// A snapshot of the routing table for `/status`.
 #[derive(Message)]
 #[rtype(result = "Snapshot")]
-pub struct GetSnapshot;
+pub struct GetSnapshot {
+    /// Also list up to this many sessions (0: none).
+    pub sessions: usize,
+}
+
+/// One session as `/status?sessions=N` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub session: String,
+    /// `null` until identified.
+    pub service: Option<String>,
+    /// The client's address (from the forwarding headers of a trusted proxy).
+    pub address: Option<String>,
+    pub groups: Vec<String>,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -107,6 +121,8 @@ pub struct Snapshot {
     pub groups: Vec<(String, usize)>,
     /// Service name -> session count, sorted by name.
     pub services: Vec<(String, usize)>,
+    /// The first sessions of the table, when asked for.
+    pub sessions: Vec<SessionInfo>,
 }
 
 /// Close one session with 4009 (`kicked`); answers whether it existed.

@@ -305,7 +305,7 @@ impl Handler<Leave> for Hub {
 
 impl Handler<GetSnapshot> for Hub {
     type Result = MessageResult<GetSnapshot>;
-    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
         let mut groups: Vec<(String, usize)> = self.registry.groups().map(|(g, n)| (g.to_string(), n)).collect();
         groups.sort();
         let mut services: Vec<(String, usize)> = self.registry.services().map(|(s, n)| (s.to_string(), n)).collect();
@@ -315,6 +315,17 @@ impl Handler<GetSnapshot> for Hub {
             identified: self.registry.identified_len(),
             groups,
             services,
+            sessions: self
+                .registry
+                .entries()
+                .take(msg.sessions)
+                .map(|e| SessionInfo {
+                    session: e.id.to_string(),
+                    service: e.service.as_deref().map(str::to_owned),
+                    address: e.link.peer.clone(),
+                    groups: e.groups.iter().map(|g| g.to_string()).collect(),
+                })
+                .collect(),
         })
     }
 }

@@ -168,6 +168,11 @@ impl<L> Registry<L> {
         self.services.iter().map(|(name, n)| (name, *n))
     }
 
+    /// Every session, in slot order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<L>> {
+        self.sessions.iter().map(|(_, e)| e)
+    }
+
     /// Every session's slot.
     pub fn keys(&self) -> Vec<Key> {
         self.sessions.iter().map(|(k, _)| k).collect()

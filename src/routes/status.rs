@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::auth::secret_eq;
-use crate::hub::messages::GetSnapshot;
+use crate::hub::messages::{GetSnapshot, SessionInfo};
 
 /// 200 while the process serves.
 pub async fn healthz() -> HttpResponse {
@@ -34,6 +34,16 @@ struct Status {
     groups: BTreeMap<String, usize>,
     services: BTreeMap<String, usize>,
     messages: Messages,
+    /// Only with `?sessions=N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<Vec<SessionInfo>>,
+}
+
+/// `/status?sessions=N` also lists up to N sessions (at most 10000).
+#[derive(serde::Deserialize)]
+pub struct StatusQuery {
+    #[serde(default)]
+    sessions: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -66,6 +76,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<StatusQuery>::from_query(req.query_string()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("sessions must be a number: {e}"),
+        )
+    })?;
+    let listed = query.sessions.map(|n| n.min(10_000));
     if let Some(token) = &state.status_token {
         if !bearer_ok(&req, token) {
             return Err(ApiError::new(
@@ -78,7 +96,9 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let snapshot = state
         .session
         .hub
-        .send(GetSnapshot)
+        .send(GetSnapshot {
+            sessions: listed.unwrap_or(0),
+        })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the hub is stopping"))?;
     let (received, delivered, dropped) = state.metrics.totals();
@@ -97,5 +117,6 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             delivered,
             dropped,
         },
+        sessions: listed.map(|_| snapshot.sessions),
     }))
 }

@@ -144,3 +144,37 @@ async fn a_plain_get_on_the_websocket_path_is_400_json() {
     assert_eq!(code, 400, "{body}");
     assert_api_error(&body, "bad_request");
 }
+
+#[actix_web::test]
+async fn status_lists_sessions_with_the_client_address_a_trusted_proxy_forwarded() {
+    let app = spawn_app_with(|s| s.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let mut proxied =
+        socket_hub::client::Client::connect_with_headers(&app.ws_url, &[("X-Forwarded-For", "203.0.113.5")])
+            .await
+            .unwrap();
+    let session = proxied.identify(ANY_TOKEN, Some(&["g"])).await.unwrap()["session"].clone();
+    let (code, body) = app.get("/status?sessions=10", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["sessions"],
+        serde_json::json!([{"session": session, "service": "any", "address": "203.0.113.5", "groups": ["g"]}])
+    );
+    let (code, body) = app.get("/status?sessions=many", None).await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("bad_request")));
+    assert!(
+        app.status().await.get("sessions").is_none(),
+        "sessions are listed only on request"
+    );
+}
+
+#[actix_web::test]
+async fn forwarding_headers_from_an_untrusted_peer_do_not_change_the_listed_address() {
+    let app = spawn_app().await;
+    let mut c = socket_hub::client::Client::connect_with_headers(&app.ws_url, &[("X-Forwarded-For", "203.0.113.5")])
+        .await
+        .unwrap();
+    c.identify(ANY_TOKEN, None).await.unwrap();
+    let (_, body) = app.get("/status?sessions=1", None).await;
+    let address = body["sessions"][0]["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+}
