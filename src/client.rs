@@ -94,64 +94,70 @@ impl Client {
         Ok(())
     }
 
-    /// The next thing the hub sent, within `wait`.
-    pub async fn recv(&mut self, wait: Duration) -> Result<Received, ClientError> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// The next WebSocket message before `deadline`; `None` when the socket
+    /// ended. Hub heartbeat `PING`s are answered when `auto_pong` is set and
+    /// returned only when `keep_heartbeats` is; transport pings and pongs
+    /// are tungstenite's.
+    async fn next_message(
+        &mut self,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+        keep_heartbeats: bool,
+    ) -> Result<Option<Message>, ClientError> {
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| ClientError::Timeout(wait))?;
-            match next {
-                None => return Ok(Received::Closed(None)),
-                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
-                    return Ok(Received::Closed(None))
-                }
+            let msg = match next {
+                None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => return Ok(None),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).map_err(|_| ClientError::Json(text.to_string()))?;
-                    if self.auto_pong && value["op"] == 3 && value.get("source").is_none() {
-                        let pong = json!({"op": 4, "id": value["id"]});
-                        self.send_json(&pong).await?;
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(msg)) => msg,
+            };
+            if let Message::Text(text) = &msg {
+                let heartbeat = serde_json::from_str::<Value>(text)
+                    .ok()
+                    .filter(|v| v["op"] == 3 && v.get("source").is_none());
+                if let Some(ping) = heartbeat {
+                    if self.auto_pong {
+                        self.send_json(&json!({"op": 4, "id": ping["id"]})).await?;
+                    }
+                    if !keep_heartbeats {
                         continue;
                     }
-                    return Ok(Received::Frame(value));
                 }
-                Some(Ok(Message::Binary(b))) => return Ok(Received::Binary(b.to_vec())),
-                Some(Ok(Message::Close(frame))) => {
-                    return Ok(Received::Closed(
-                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                    ));
-                }
-                Some(Ok(_)) => continue, // ping/pong are handled by tungstenite
             }
+            return Ok(Some(msg));
         }
     }
 
-    /// The next text message exactly as sent, skipping the hub's heartbeat
-    /// `PING`s (unanswered); for checks that `serde_json::Value` would blur.
+    /// The next thing the hub sent, within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Result<Received, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        match self.next_message(deadline, wait, !self.auto_pong).await? {
+            None => Ok(Received::Closed(None)),
+            Some(Message::Text(text)) => serde_json::from_str(&text)
+                .map(Received::Frame)
+                .map_err(|_| ClientError::Json(text.to_string())),
+            Some(Message::Binary(b)) => Ok(Received::Binary(b.to_vec())),
+            Some(Message::Close(frame)) => Ok(Received::Closed(
+                frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            )),
+            Some(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The next text message exactly as sent (hub heartbeat `PING`s handled
+    /// as in [`Client::recv`]); for checks that `serde_json::Value` would blur.
     pub async fn recv_text(&mut self, wait: Duration) -> Result<String, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .map_err(|_| ClientError::Timeout(wait))?;
-            match next {
-                None => return Err(ClientError::Closed(None)),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(text))) => {
-                    let is_heartbeat =
-                        serde_json::from_str::<Value>(&text).is_ok_and(|v| v["op"] == 3 && v.get("source").is_none());
-                    if !is_heartbeat {
-                        return Ok(text.to_string());
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(ClientError::Closed(
-                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                    ))
-                }
-                Some(Ok(_)) => continue,
-            }
+        match self.next_message(deadline, wait, false).await? {
+            None => Err(ClientError::Closed(None)),
+            Some(Message::Text(text)) => Ok(text.to_string()),
+            Some(Message::Close(frame)) => Err(ClientError::Closed(
+                frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            )),
+            Some(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 

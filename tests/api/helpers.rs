@@ -91,10 +91,11 @@ impl TestApp {
         (client, session)
     }
 
-    /// GETs a path; returns the status and the JSON body (or Null).
-    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
-        let client = awc::Client::new();
-        let mut req = client.get(format!("{}{path}", self.http_url));
+    /// Sends `method path` with an empty body; the status and the JSON body
+    /// (or Null).
+    pub async fn request(&self, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = awc::Client::new().request(method, format!("{}{path}", self.http_url));
         if let Some(token) = bearer {
             req = req.insert_header(("Authorization", format!("Bearer {token}")));
         }
@@ -107,6 +108,11 @@ impl TestApp {
             resp.status().as_u16(),
             serde_json::from_slice(&body).unwrap_or(Value::Null),
         )
+    }
+
+    /// GETs a path; returns the status and the JSON body (or Null).
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        self.request("GET", path, bearer).await
     }
 
     /// `/status` as JSON.

@@ -1,23 +1,12 @@
 //! The HTTP endpoints (PROTOCOL.md §10).
 
 use serde_json::{json, Value};
-use socket_hub::client::WAIT;
 
 use crate::helpers::*;
 
 /// Sends `method path` with an empty body; the status and the JSON body.
 async fn request(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
-    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-    let req = awc::Client::new().request(method, format!("{}{path}", app.http_url));
-    let mut resp = tokio::time::timeout(WAIT, req.send())
-        .await
-        .expect("answers in time")
-        .expect("request succeeds");
-    let body = resp.body().await.expect("body");
-    (
-        resp.status().as_u16(),
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+    app.request(method, path, None).await
 }
 
 /// Asserts a body that is exactly `{code: <slug>, message: <text>}`.
