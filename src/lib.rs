@@ -25,8 +25,11 @@
 //! - [`routes`]: the HTTP endpoints (`/ws`, `/healthz`, `/readyz`, `/status`).
 //! - [`client`]: a small WebSocket client of the protocol, shared by the tests
 //!   and the benchmark tool.
+//! - [`bench`]: the benchmark tool behind `socket-hub-bench` (scenarios, /proc
+//!   readings, the JSON report; BENCHMARKS.md).
 
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod conn;
 pub mod hub;
