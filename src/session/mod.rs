@@ -32,7 +32,7 @@ use crate::{ServiceName, SessionId};
 use rate_limit::{DropWindow, TokenBucket};
 
 /// Frames a session may hand the hub before it waits for the hub to catch up.
-pub const WINDOW_FRAMES: u32 = 16;
+pub const WINDOW_FRAMES: u32 = 64;
 /// Bytes a session may hand the hub before it waits for the hub to catch up.
 pub const WINDOW_BYTES: usize = 256 * 1024;
 /// What one queued frame costs besides its bytes (its slot in a batch, the
