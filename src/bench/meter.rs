@@ -24,6 +24,14 @@ pub struct Meter {
     sampler: Option<JoinHandle<()>>,
 }
 
+/// CPU seconds of the whole machine over the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineSeconds {
+    pub tasks: f64,
+    pub irq: f64,
+    pub steal: f64,
+}
+
 /// What the window cost.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
@@ -35,8 +43,8 @@ pub struct Usage {
     pub hub_rss_max: Option<u64>,
     pub tool_cpu_s: f64,
     pub tool_busiest: Option<(String, f64)>,
-    /// Busy CPU seconds of the whole machine.
-    pub machine_busy_s: Option<f64>,
+    /// CPU seconds of the whole machine: processes, interrupts, steal.
+    pub machine: Option<MachineSeconds>,
 }
 
 impl Meter {
@@ -86,7 +94,11 @@ impl Meter {
         };
         let tool_after = procstat::sample(std::process::id()).ok();
         let machine = match (self.machine, procstat::machine()) {
-            (Some(b), Some(a)) => Some(a.busy.saturating_sub(b.busy) as f64 / tick),
+            (Some(b), Some(a)) => Some(MachineSeconds {
+                tasks: a.tasks.saturating_sub(b.tasks) as f64 / tick,
+                irq: a.irq.saturating_sub(b.irq) as f64 / tick,
+                steal: a.steal.saturating_sub(b.steal) as f64 / tick,
+            }),
             _ => None,
         };
         let hub_rss_after = hub_after.as_ref().map(|h| h.status.vm_rss_kib);
@@ -102,7 +114,7 @@ impl Meter {
             hub_rss_max: hub_rss_after.map(|after| after.max(self.rss_max.load(Ordering::Relaxed))),
             tool_cpu_s: tool_cpu.as_secs_f64(),
             tool_busiest: busiest(&self.tool, &tool_after),
-            machine_busy_s: machine,
+            machine,
         }
     }
 }
@@ -133,16 +145,22 @@ impl Usage {
         report.tool_cpu_cores = round(self.tool_cpu_s / secs, 3);
         report.tool_busiest_thread = load(&self.tool_busiest);
         let others = self
-            .machine_busy_s
-            .map(|m| ((m - self.hub_cpu_s.unwrap_or(0.0) - self.tool_cpu_s) / secs).max(0.0));
+            .machine
+            .map(|m| ((m.tasks - self.hub_cpu_s.unwrap_or(0.0) - self.tool_cpu_s) / secs).max(0.0));
+        let irq = self.machine.map(|m| m.irq / secs);
+        let steal = self.machine.map(|m| m.steal / secs);
         report.other_cpu_cores = others.map(|o| round(o, 2));
+        report.irq_cpu_cores = irq.map(|i| round(i, 2));
+        report.steal_cpu_cores = steal.map(|s| round(s, 2));
         let (verdict, detail) = limit(&CpuUse {
             rate_met,
             hub_cores: self.hub_cpu_s.map(|c| c / secs),
             hub_busiest: self.hub_busiest.as_ref().map(|t| t.1),
             tool_cores: self.tool_cpu_s / secs,
             tool_busiest: self.tool_busiest.as_ref().map_or(0.0, |t| t.1),
-            other_cores: others,
+            // CPU the hypervisor took is CPU neither side could have.
+            other_cores: others.map(|o| o + steal.unwrap_or(0.0)),
+            irq_cores: irq,
             machine_cores: report.cores,
         });
         report.limit = verdict;

@@ -83,11 +83,17 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
     })
 }
 
-/// Busy and total time of the whole machine from the `cpu ` line of
-/// `/proc/stat`, in clock ticks: busy is everything but idle and iowait.
+/// Time of the whole machine from the `cpu ` line of `/proc/stat`, in
+/// clock ticks: `tasks` is what processes ran (user, nice, system), `irq`
+/// the interrupt and softirq time charged to no process (with IRQ time
+/// accounting, the network stack's packet processing, loopback included),
+/// `steal` what the hypervisor gave other guests while this one wanted to
+/// run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MachineTicks {
-    pub busy: u64,
+    pub tasks: u64,
+    pub irq: u64,
+    pub steal: u64,
     pub total: u64,
 }
 
@@ -104,11 +110,12 @@ pub fn parse_machine(text: &str) -> Result<MachineTicks, String> {
     }
     // user nice system idle iowait irq softirq steal (guest time is already
     // inside user and nice).
-    let total: u64 = values.iter().take(8).sum();
-    let idle = values[3] + values.get(4).copied().unwrap_or(0);
+    let at = |i: usize| values.get(i).copied().unwrap_or(0);
     Ok(MachineTicks {
-        busy: total - idle,
-        total,
+        tasks: at(0) + at(1) + at(2),
+        irq: at(5) + at(6),
+        steal: at(7),
+        total: values.iter().take(8).sum(),
     })
 }
 
@@ -304,13 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn machine_busy_time_leaves_out_idle_and_iowait() {
-        let text = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
+    fn machine_time_splits_into_tasks_irq_and_steal() {
+        let text = "cpu  100 5 50 1000 20 3 2 7 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
         assert_eq!(
             parse_machine(text),
             Ok(MachineTicks {
-                busy: 100 + 5 + 50 + 3 + 2 + 1,
-                total: 1181,
+                tasks: 100 + 5 + 50,
+                irq: 3 + 2,
+                steal: 7,
+                total: 1187,
             })
         );
     }

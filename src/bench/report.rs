@@ -174,8 +174,15 @@ pub struct Report {
     pub tool_cpu_us_per_delivery: Option<f64>,
     pub tool_cpu_cores: f64,
     pub tool_busiest_thread: Option<ThreadLoad>,
-    /// Busy cores of the whole machine minus the hub and the tool: others.
+    /// Cores other processes used (the machine's process time minus the
+    /// hub and the tool).
     pub other_cpu_cores: Option<f64>,
+    /// Interrupt and softirq cores, charged to no process: mostly the
+    /// kernel's packet processing for this run's own loopback traffic.
+    pub irq_cpu_cores: Option<f64>,
+    /// Cores the hypervisor gave to other guests while this one wanted them
+    /// (`steal` in `/proc/stat`): the host was busy.
+    pub steal_cpu_cores: Option<f64>,
     /// Which side limited the run (see [`limit`]) and why.
     pub limit: String,
     pub limit_detail: String,
@@ -204,7 +211,10 @@ pub struct CpuUse {
     pub hub_busiest: Option<f64>,
     pub tool_cores: f64,
     pub tool_busiest: f64,
+    /// Other processes plus steal.
     pub other_cores: Option<f64>,
+    /// Interrupts and softirqs (the run's own packet processing, mostly).
+    pub irq_cores: Option<f64>,
     pub machine_cores: usize,
 }
 
@@ -216,22 +226,25 @@ const SATURATED: f64 = 0.85;
 /// CPU was all used, by that side mostly: latency then includes queueing),
 /// `hub` or `tool` (the machine's CPU was all used, by that side mostly),
 /// `hub-thread` or `tool-thread` (one thread at 100 %), `others` (other
-/// processes took the CPU), or `latency` (nothing saturated: round trips or
-/// the in-flight window bounded it). Returns the verdict and a sentence with
+/// processes, or other guests through the hypervisor's steal, took the CPU),
+/// or `latency` (nothing saturated: round trips or the in-flight window
+/// bounded it). Returns the verdict and a sentence with
 /// the figures.
 pub fn limit(cpu: &CpuUse) -> (String, String) {
     let hub = cpu.hub_cores.unwrap_or(0.0);
     let others = cpu.other_cores.unwrap_or(0.0);
+    let irq = cpu.irq_cores.unwrap_or(0.0);
     let figures = format!(
-        "hub {} cores (busiest thread {}), tool {} cores (busiest thread {}), others {} of {} cores",
+        "hub {} cores (busiest thread {}), tool {} cores (busiest thread {}), irq {}, others and steal {} of {} cores",
         fmt(cpu.hub_cores),
         fmt(cpu.hub_busiest),
         round(cpu.tool_cores, 2),
         round(cpu.tool_busiest, 2),
+        fmt(cpu.irq_cores),
         fmt(cpu.other_cores),
         cpu.machine_cores
     );
-    let total = hub + cpu.tool_cores + others;
+    let total = hub + cpu.tool_cores + irq + others;
     let saturated = total >= SATURATED * cpu.machine_cores as f64;
     let verdict = match cpu.rate_met {
         Some(true) if !saturated => "rate",
@@ -363,7 +376,7 @@ mod tests {
         assert_eq!(v["latency_us"], Value::Null);
         assert_eq!(v["error"], Value::Null);
         let keys = v.as_object().unwrap().len();
-        assert_eq!(keys, 37, "every field is present, null when it does not apply");
+        assert_eq!(keys, 39, "every field is present, null when it does not apply");
     }
 
     fn cpu(hub: f64, hub_busiest: f64, tool: f64, tool_busiest: f64, others: f64) -> CpuUse {
@@ -374,6 +387,7 @@ mod tests {
             tool_cores: tool,
             tool_busiest,
             other_cores: Some(others),
+            irq_cores: Some(0.0),
             machine_cores: 2,
         }
     }
@@ -408,7 +422,7 @@ mod tests {
         let (_, detail) = limit(&cpu(1.234, 0.9, 0.5, 0.25, 0.1));
         assert_eq!(
             detail,
-            "hub 1.23 cores (busiest thread 0.9), tool 0.5 cores (busiest thread 0.25), others 0.1 of 2 cores"
+            "hub 1.23 cores (busiest thread 0.9), tool 0.5 cores (busiest thread 0.25), irq 0, others and steal 0.1 of 2 cores"
         );
     }
 }
