@@ -5,27 +5,38 @@
 //! dispatcher polls the response body, and it stops polling once its write
 //! buffer is full. So when a client stops reading, its session actor stops
 //! running entirely: a close message sent to it is never handled. The hub
-//! then closes the socket itself: `SO_LINGER 0` and `shutdown(Both)` on a
-//! duplicate of the connection's fd, which makes the dispatcher fail and the
+//! then closes the socket itself: `SO_LINGER 0` and `shutdown(Both)` on the
+//! connection's fd, which makes the dispatcher fail and the
 //! actor stop (`../shared/notes/actix-backpressure.md`).
 
 use std::any::Any;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
 use socket2::SockRef;
 
-/// Stored in the connection's data; dropped, with the duplicate fd, when the
-/// connection ends.
+/// Which socket a connection is: its fd number and the socket's inode.
+#[derive(Debug)]
+struct Socket {
+    fd: RawFd,
+    id: (u64, u64),
+}
+
+/// Stored in the connection's data, and dropped with it: actix-http drops a
+/// connection's data before its socket (`InnerDispatcher` declares
+/// `conn_data` before `io`), so while a [`Closer`] can upgrade, the fd number
+/// still names this connection. Before touching the fd the closer also
+/// checks that it is still the same socket (device and inode), so a number
+/// reused by a new connection is never reset by mistake. No duplicate fd is
+/// kept: a connection costs one file descriptor, not two.
 #[derive(Clone)]
-pub struct ConnHandle(Arc<OwnedFd>);
+pub struct ConnHandle(Arc<Socket>);
 
 impl ConnHandle {
-    /// A closer that does nothing once the connection is gone, so a reused
-    /// fd number is never touched.
+    /// A closer that does nothing once the connection is gone.
     pub fn closer(&self) -> Closer {
         Closer(Arc::downgrade(&self.0))
     }
@@ -33,16 +44,21 @@ impl ConnHandle {
 
 /// Resets a connection from any thread.
 #[derive(Clone, Debug, Default)]
-pub struct Closer(Weak<OwnedFd>);
+pub struct Closer(Weak<Socket>);
 
 impl Closer {
     /// Aborts the connection: the peer sees a reset, the dispatcher an error.
     pub fn reset(&self) {
-        if let Some(fd) = self.0.upgrade() {
-            let socket = SockRef::from(&*fd);
-            let _ = socket.set_linger(Some(Duration::ZERO));
-            let _ = socket.shutdown(Shutdown::Both);
+        let Some(socket) = self.0.upgrade() else { return };
+        if socket_id(socket.fd) != Some(socket.id) {
+            return;
         }
+        // SAFETY: `socket` is alive, so the connection's fd is open (see
+        // `ConnHandle`), and it is only borrowed for the two calls below.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+        let socket = SockRef::from(&fd);
+        let _ = socket.set_linger(Some(Duration::ZERO));
+        let _ = socket.shutdown(Shutdown::Both);
     }
 
     /// True while the connection is open.
@@ -51,9 +67,22 @@ impl Closer {
     }
 }
 
-/// The `HttpServer::on_connect` hook: duplicates the fd, sets TCP_NODELAY
-/// (frames are small and latency matters) and a TCP user timeout as a
-/// backstop for peers that vanish.
+/// The device and inode of what `fd` refers to, or `None` if it is closed.
+fn socket_id(fd: RawFd) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes only into `stat`, and reports EBADF for a closed fd.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((stat.st_dev as u64, stat.st_ino as u64))
+}
+
+/// The `HttpServer::on_connect` hook: sets TCP_NODELAY (frames are small and
+/// latency matters) and a TCP user timeout as a backstop for peers that
+/// vanish, and records which socket the connection is.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions, user_timeout: Duration) {
     let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
@@ -61,10 +90,36 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions, user_timeout: Duration) 
     let _ = tcp.set_nodelay(true);
     let socket = SockRef::from(tcp);
     let _ = socket.set_tcp_user_timeout(Some(user_timeout));
-    match tcp.as_fd().try_clone_to_owned() {
-        Ok(fd) => {
-            ext.insert(ConnHandle(Arc::new(fd)));
+    let fd = tcp.as_raw_fd();
+    match socket_id(fd) {
+        Some(id) => {
+            ext.insert(ConnHandle(Arc::new(Socket { fd, id })));
         }
-        Err(e) => log::warn!("could not duplicate a connection's fd ({e}); it cannot be reset if it stalls"),
+        None => log::warn!("could not stat a connection's socket; it cannot be reset if it stalls"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn socket_id_tells_sockets_apart_and_sees_a_closed_fd() {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let id_a = socket_id(a.as_raw_fd()).expect("open socket");
+        assert_eq!(socket_id(a.as_raw_fd()), Some(id_a));
+        assert_ne!(socket_id(b.as_raw_fd()), Some(id_a));
+        let fd = a.as_raw_fd();
+        drop(a);
+        assert_ne!(socket_id(fd), Some(id_a));
+    }
+
+    #[test]
+    fn a_closer_without_a_connection_does_nothing() {
+        let closer = Closer::default();
+        assert!(!closer.is_open());
+        closer.reset();
     }
 }

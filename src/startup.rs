@@ -167,8 +167,8 @@ impl Application {
     }
 }
 
-/// Every connection holds two fds (the socket and the duplicate that lets
-/// the hub reset it): lift the soft limit to the hard one.
+/// Every connection holds a file descriptor: lift the soft limit to the
+/// hard one.
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {

@@ -54,9 +54,8 @@ pub fn default_binary() -> Result<PathBuf, String> {
 
 /// Raises this process's open-file limit to `want` if allowed (root), else
 /// to its hard limit; the hub started from here inherits it. The hub holds
-/// two descriptors per connection (the socket and the duplicate that lets it
-/// reset a stuck one), so 10,000 sessions need more than 20,000. Returns the
-/// limit now in force.
+/// one descriptor per connection and the tool another, both in this limit's
+/// range. Returns the limit now in force.
 pub fn raise_nofile(want: u64) -> u64 {
     let mut now = libc::rlimit {
         rlim_cur: 0,

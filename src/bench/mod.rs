@@ -63,7 +63,8 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let nofile = hub::raise_nofile(NOFILE);
-    let wanted = 2 * (cli.others + cli.sessions()) as u64 + 256;
+    // One descriptor per session in the hub, and one in this tool.
+    let wanted = (cli.others + cli.sessions()) as u64 + 256;
     if nofile < wanted {
         eprintln!("socket-hub-bench: warning: open files are limited to {nofile}; this run wants {wanted}");
     }
