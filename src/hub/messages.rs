@@ -10,6 +10,7 @@ use bytestring::ByteString;
 
 use crate::conn::Closer;
 use crate::protocol::{CloseCode, ErrorCode, Intent};
+use crate::session::WsSession;
 use crate::{GroupName, ServiceName, SessionId};
 
 // ---- session -> hub ----
@@ -20,10 +21,10 @@ use crate::{GroupName, ServiceName, SessionId};
 pub struct Connect {
     /// The session's id.
     pub id: SessionId,
-    /// Where the hub delivers frames (bounded mailbox, `try_send`).
-    pub deliver: Recipient<Deliver>,
-    /// Where the hub sends the one close order.
-    pub close: Recipient<Close>,
+    /// Where the hub delivers frames (`Deliver`: bounded mailbox,
+    /// `try_send`) and sends the one close order (`Close`). One address for
+    /// both: each address the hub holds costs the session an allocation.
+    pub addr: Addr<WsSession>,
     /// Bytes the hub has queued for the session and the session has not yet
     /// written: the hub adds, the session subtracts.
     pub outbound: Arc<AtomicUsize>,

@@ -32,7 +32,7 @@ use crate::{ServiceName, SessionId};
 use rate_limit::{DropWindow, TokenBucket};
 
 /// Frames a session may hand the hub before it waits for the hub to catch up.
-pub const WINDOW_FRAMES: u32 = 64;
+pub const WINDOW_FRAMES: u32 = 256;
 /// Bytes a session may hand the hub before it waits for the hub to catch up.
 pub const WINDOW_BYTES: usize = 256 * 1024;
 /// What one queued frame costs besides its bytes (its slot in a batch, the
@@ -124,6 +124,8 @@ pub struct WsSession {
     close_code: Option<CloseCode>,
     /// The hub ordered the close and counted it.
     closed_by_hub: bool,
+    /// When the session must have identified (`limits.identify_timeout_ms`).
+    identify_by: Instant,
     _slot: ConnectionSlot,
 }
 
@@ -131,6 +133,7 @@ impl WsSession {
     pub fn new(config: Arc<SessionConfig>, slot: ConnectionSlot, closer: Closer, peer: Option<String>) -> Self {
         let now = Instant::now();
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
+        let identify_by = now + config.identify_timeout;
         WsSession {
             id: SessionId::new(),
             config,
@@ -147,6 +150,7 @@ impl WsSession {
             fragments: None,
             close_code: None,
             closed_by_hub: false,
+            identify_by,
             _slot: slot,
         }
     }
@@ -355,17 +359,17 @@ impl WsSession {
             self.peer(),
             groups.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")
         );
-        // Answer only once the hub can route to us, so that a DIRECT sent
-        // right after the reply finds this session.
-        let join = self.config.hub.send(Join {
+        // The hub handles its mailbox in order, and this `Join` is in it
+        // before the reply leaves: whatever another session sends once it
+        // has learnt our id from this reply reaches the hub after the `Join`,
+        // so a DIRECT sent right after the reply finds this session. No
+        // round trip to the hub thread per identify.
+        self.config.hub.do_send(Join {
             id: self.id,
             service: service.name.clone(),
             groups,
         });
-        ctx.wait(join.into_actor(self).map(move |res, _, ctx| match res {
-            Ok(()) => ctx.text(reply),
-            Err(_) => ctx.stop(),
-        }));
+        ctx.text(reply);
     }
 
     /// Puts a fragmented message together, within `limits.max_frame_bytes`.
@@ -402,18 +406,36 @@ impl WsSession {
         }
     }
 
-    /// Closes with 4006 once the client has been silent for the timeout; one
-    /// timer at a time, re-armed for the rest of the timeout at each check.
-    fn check_alive_after(&mut self, after: Duration, ctx: &mut ws::WebsocketContext<Self>) {
+    /// The session's one watchdog timer: closes with 4005 when it is not
+    /// identified by its deadline, and with 4006 once the client has been
+    /// silent for `heartbeat.timeout_ms`; otherwise re-armed for whichever
+    /// comes first. One timer instead of one per deadline keeps an idle
+    /// session's context within actix's inline slots (no heap spill).
+    fn watch_after(&mut self, after: Duration, ctx: &mut ws::WebsocketContext<Self>) {
         ctx.run_later(after, |act, ctx| {
-            let timeout = act.config.heartbeat_timeout;
-            let silent = act.last_seen.elapsed();
-            if silent >= timeout {
-                act.close(ctx, CloseCode::HeartbeatTimeout);
-            } else {
-                act.check_alive_after(timeout - silent, ctx);
+            let now = Instant::now();
+            if act.identity.is_none() && now >= act.identify_by {
+                return act.close(ctx, CloseCode::IdentifyTimeout);
             }
+            let timeout = act.config.heartbeat_timeout;
+            let silent = now.saturating_duration_since(act.last_seen);
+            if silent >= timeout {
+                return act.close(ctx, CloseCode::HeartbeatTimeout);
+            }
+            let next = act.next_watch(now);
+            act.watch_after(next, ctx);
         });
+    }
+
+    /// How long until the next deadline: the heartbeat timeout, or the
+    /// identify deadline while not identified.
+    fn next_watch(&self, now: Instant) -> Duration {
+        let alive_until = self.last_seen + self.config.heartbeat_timeout;
+        let mut next = alive_until.saturating_duration_since(now);
+        if self.identity.is_none() {
+            next = next.min(self.identify_by.saturating_duration_since(now));
+        }
+        next
     }
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -434,28 +456,22 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
-        let addr = ctx.address();
         self.config.hub.do_send(Connect {
             id: self.id,
-            deliver: addr.clone().recipient(),
-            close: addr.recipient(),
+            addr: ctx.address(),
             outbound: self.outbound.clone(),
             closer: self.closer.clone(),
             peer: self.peer.clone(),
         });
         log::info!("connect: session {} peer {}", self.id, self.peer());
 
-        ctx.run_later(self.config.identify_timeout, |act, ctx| {
-            if act.identity.is_none() {
-                act.close(ctx, CloseCode::IdentifyTimeout);
-            }
-        });
         let interval = self.config.heartbeat_interval;
         ctx.run_interval(interval, |act, ctx| {
             act.ping_seq += 1;
             ctx.text(frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
         });
-        self.check_alive_after(self.config.heartbeat_timeout, ctx);
+        let first = self.next_watch(Instant::now());
+        self.watch_after(first, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
