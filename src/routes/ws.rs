@@ -11,6 +11,7 @@ use actix_web_actors::ws;
 
 use super::{ApiError, AppState};
 use crate::conn::ConnHandle;
+use crate::session::inbound::Gated;
 use crate::session::{ConnectionSlot, WsSession};
 
 pub async fn upgrade(
@@ -67,6 +68,10 @@ pub async fn upgrade(
         .unwrap_or_default();
     let peer = state.trusted_proxies.client_addr(req.peer_addr(), req.headers());
     let session = WsSession::new(state.session.clone(), slot, closer, peer);
+    // The decoder reads from the socket only once it has decoded what it
+    // holds, so a client that writes faster than its session handles frames
+    // is slowed by TCP instead of growing the hub (`session::inbound`).
+    let stream = Gated::new(stream, session.handled());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.session.max_frame_bytes)
         .start()

@@ -7,8 +7,12 @@
 //! but every [`WINDOW_FRAMES`] frames (or [`WINDOW_BYTES`]) the session waits
 //! until the hub has handled them. While it waits it reads nothing more from
 //! its socket, so a fast sender is slowed by TCP instead of queuing unbounded
-//! work in the hub (`../shared/notes/actix-backpressure.md`).
+//! work in the hub (`../shared/notes/actix-backpressure.md`). Between the
+//! socket and the frame decoder, [`inbound::Gated`] makes the decoder read
+//! only once it has decoded what it holds, so bytes the session has not
+//! handled yet wait in the client's socket, not in the hub.
 
+pub mod inbound;
 pub mod rate_limit;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +33,7 @@ use crate::protocol::frame::{self, op, Inbound};
 use crate::protocol::{CloseCode, ErrorCode};
 use crate::settings::Settings;
 use crate::{ServiceName, SessionId};
+use inbound::Handled;
 use rate_limit::{DropWindow, TokenBucket};
 
 /// Frames a session may hand the hub before it waits for the hub to catch up.
@@ -126,6 +131,8 @@ pub struct WsSession {
     closed_by_hub: bool,
     /// When the session must have identified (`limits.identify_timeout_ms`).
     identify_by: Instant,
+    /// Messages handled, for the payload's gate (`inbound`).
+    handled: Handled,
     _slot: ConnectionSlot,
 }
 
@@ -151,8 +158,15 @@ impl WsSession {
             close_code: None,
             closed_by_hub: false,
             identify_by,
+            handled: Handled::default(),
             _slot: slot,
         }
+    }
+
+    /// The counter that gates the session's payload stream: give it to
+    /// [`inbound::Gated`] around the payload the session reads.
+    pub fn handled(&self) -> Handled {
+        self.handled.clone()
     }
 
     fn peer(&self) -> &str {
@@ -493,6 +507,7 @@ impl Actor for WsSession {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.handled.tick();
         if self.close_code.is_some() {
             return;
         }

@@ -763,3 +763,191 @@ async fn a_reader_that_pauses_with_less_than_max_outbound_bytes_queued_is_not_ev
     assert_eq!(status["messages"]["dropped"], 0, "{status}");
     assert_eq!(status["messages"]["delivered"], 2 * FRAMES, "{status}");
 }
+
+/// Frames in the error flood (about 34 MB).
+const ERROR_FLOOD_FRAMES: u64 = 200_000;
+/// How much the hub's RSS may grow while the error flood arrives.
+const ERROR_FLOOD_RSS_BOUND_KIB: u64 = 16 * 1024;
+
+/// A client's WebSocket text frame, masked with the all-zero key (so the
+/// payload goes as is). The error flood is written as raw bytes: a
+/// debug-build WebSocket client cannot send faster than the hub reads.
+fn masked_text(payload: &str) -> Vec<u8> {
+    let n = payload.len();
+    let mut frame = vec![0x81];
+    if n < 126 {
+        frame.push(0x80 | n as u8);
+    } else if n < 65536 {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload.as_bytes());
+    frame
+}
+
+/// Takes the whole server frames (unmasked) off the front of `buf`:
+/// (opcode, payload).
+fn take_server_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.len() < 2 {
+            break;
+        }
+        let (len, header) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() >= 10 => {
+                let mut b = [0; 8];
+                b.copy_from_slice(&rest[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if rest.len() < header + len {
+            break;
+        }
+        frames.push((rest[0] & 0x0f, rest[header..header + len].to_vec()));
+        at += header + len;
+    }
+    buf.drain(..at);
+    frames
+}
+
+#[actix_web::test]
+async fn a_client_writing_faster_than_its_session_handles_frames_is_slowed_by_tcp_not_buffered() {
+    // A client sends 200,000 frames into an empty group as fast as its
+    // socket takes them, and reads the ERROR unknown_target each one gets.
+    // The session handles them more slowly than they arrive: what it has not
+    // handled yet must wait in the client's socket, not in the hub (the
+    // WebSocket decoder used to drain the socket into its own buffer as fast
+    // as TCP delivered, about 100 MB/s of hub memory for one such client).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut hub = HubProcess::start(&[]);
+    hub.ready().await;
+    let pid = hub.pid();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .expect("client connects");
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        hub.port
+    );
+    tcp.write_all(upgrade.as_bytes()).await.expect("upgrade request");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("upgrade answer in time")
+            .expect("read");
+        assert!(n > 0, "the hub closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    buf.drain(..head_end);
+    let identify = format!(r#"{{"op":1,"id":"i","data":{{"token":"{TOKEN}","groups":[]}}}}"#);
+    tcp.write_all(&masked_text(&identify)).await.expect("identify");
+    loop {
+        let frames = take_server_frames(&mut buf);
+        if let Some((_, payload)) = frames.first() {
+            let f: Value = serde_json::from_slice(payload).expect("JSON");
+            assert_eq!(f["event"], "IDENTIFY", "{f}");
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("identify answer in time")
+            .expect("read");
+        assert!(n > 0, "the hub closed after the identify");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (mut rd, mut wr) = tcp.into_split();
+
+    let baseline = proc_kib(pid, "VmRSS");
+    let hwm_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+
+    let reader = tokio::spawn(async move {
+        let mut errors = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while errors < ERROR_FLOOD_FRAMES {
+            let n = tokio::time::timeout(FRAME_WAIT, rd.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no answer within {FRAME_WAIT:?} after {errors} errors"))
+                .expect("read");
+            assert!(n > 0, "the hub closed the connection after {errors} errors");
+            buf.extend_from_slice(&chunk[..n]);
+            for (opcode, payload) in take_server_frames(&mut buf) {
+                assert_eq!(opcode, 1, "a text frame");
+                // Every thousandth in full; the others by their code.
+                if errors % 1000 == 0 || errors + 1 == ERROR_FLOOD_FRAMES {
+                    let f: Value = serde_json::from_slice(&payload).expect("JSON");
+                    assert_error(&f, "unknown_target", Some(&format!("f{errors}")));
+                } else {
+                    assert!(
+                        payload.windows(16).any(|w| w == b"\"unknown_target\""),
+                        "{}",
+                        String::from_utf8_lossy(&payload)
+                    );
+                }
+                errors += 1;
+            }
+        }
+        errors
+    });
+
+    let send = async {
+        let mut seq = 0u64;
+        while seq < ERROR_FLOOD_FRAMES {
+            let mut batch = Vec::with_capacity(256 * 1024);
+            for _ in 0..1000.min(ERROR_FLOOD_FRAMES - seq) {
+                let frame = format!(
+                    r#"{{"op":0,"id":"f{seq}","event":"flood","data":{{"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}},"intent":{{"target":"GROUP","identifier":"nobody"}}}}"#
+                );
+                batch.extend_from_slice(&masked_text(&frame));
+                seq += 1;
+            }
+            wr.write_all(&batch).await.expect("send");
+        }
+    };
+    tokio::time::timeout(FLOOD_WAIT, send)
+        .await
+        .expect("the flood is sent within its deadline");
+    let errors = tokio::time::timeout(FLOOD_WAIT, reader)
+        .await
+        .expect("every answer arrives within the deadline")
+        .expect("reader");
+    assert_eq!(errors, ERROR_FLOOD_FRAMES);
+
+    let peak = if hwm_reset {
+        proc_kib(pid, "VmHWM")
+    } else {
+        proc_kib(pid, "VmRSS")
+    };
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "error flood: {ERROR_FLOOD_FRAMES} frames; hub RSS {:.1} MiB before, peak {:.1} MiB{}",
+        mib(baseline),
+        mib(peak),
+        if hwm_reset { "" } else { " (at the end)" },
+    );
+    assert!(
+        growth < ERROR_FLOOD_RSS_BOUND_KIB,
+        "the hub grew {:.1} MiB while one client flooded it (bound {:.0} MiB)",
+        mib(growth),
+        mib(ERROR_FLOOD_RSS_BOUND_KIB)
+    );
+    let status = hub.status().await;
+    assert_eq!(status["connections"]["total"], 1, "{status}");
+}
