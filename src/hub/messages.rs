@@ -95,6 +95,13 @@ pub struct Close {
 
 // ---- HTTP / shutdown -> hub ----
 
+/// Answered once the hub has handled everything queued before it: what
+/// sessions told the hub before an HTTP request arrived shows in its answer
+/// (`/metrics` gauges the hub keeps, such as identified sessions).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Barrier;
+
 /// A snapshot of the routing table for `/status`.
 #[derive(Message)]
 #[rtype(result = "Snapshot")]

@@ -314,6 +314,11 @@ impl Handler<Leave> for Hub {
     }
 }
 
+impl Handler<Barrier> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
+}
+
 impl Handler<GetSnapshot> for Hub {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, msg: GetSnapshot, _: &mut Context<Self>) -> Self::Result {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::auth::secret_eq;
-use crate::hub::messages::{GetSnapshot, SessionInfo};
+use crate::hub::messages::{Barrier, GetSnapshot, SessionInfo};
 
 /// 200 while the process serves.
 pub async fn healthz() -> HttpResponse {
@@ -70,6 +71,11 @@ pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
 
 /// Prometheus/OpenMetrics text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Let the hub catch up first, so that a session identified before the
+    // scrape is counted in it; a hub that is stopping or busy past a second
+    // does not hold the scrape back.
+    let barrier = state.session.hub.send(Barrier).timeout(Duration::from_secs(1));
+    let _ = barrier.await;
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(state.metrics.encode())
