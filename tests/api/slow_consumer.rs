@@ -819,6 +819,51 @@ fn take_server_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
     frames
 }
 
+/// Reads what the socket has into `buf`, within `wait`.
+async fn read_more<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, wait: Duration, during: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(wait, rd.read(&mut chunk))
+        .await
+        .unwrap_or_else(|_| panic!("nothing to read within {wait:?} during {during}"))
+        .expect("read");
+    assert!(n > 0, "the hub closed the connection during {during}");
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+/// A raw TCP connection upgraded and identified (in no group), and what it
+/// has read past the `IDENTIFY` answer.
+async fn raw_identified(port: u16) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("client connects");
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(upgrade.as_bytes()).await.expect("upgrade request");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        read_more(&mut tcp, &mut buf, WAIT, "the upgrade").await;
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    buf.drain(..head_end);
+    let identify = format!(r#"{{"op":1,"id":"i","data":{{"token":"{TOKEN}","groups":[]}}}}"#);
+    tcp.write_all(&masked_text(&identify)).await.expect("identify");
+    loop {
+        if let Some((_, payload)) = take_server_frames(&mut buf).first() {
+            let f: Value = serde_json::from_slice(payload).expect("JSON");
+            assert_eq!(f["event"], "IDENTIFY", "{f}");
+            return (tcp, buf);
+        }
+        read_more(&mut tcp, &mut buf, WAIT, "the identify").await;
+    }
+}
+
 #[actix_web::test]
 async fn a_client_writing_faster_than_its_session_handles_frames_is_slowed_by_tcp_not_buffered() {
     // A client sends 200,000 frames into an empty group as fast as its
@@ -827,52 +872,12 @@ async fn a_client_writing_faster_than_its_session_handles_frames_is_slowed_by_tc
     // handled yet must wait in the client's socket, not in the hub (the
     // WebSocket decoder used to drain the socket into its own buffer as fast
     // as TCP delivered, about 100 MB/s of hub memory for one such client).
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let mut hub = HubProcess::start(&[]);
     hub.ready().await;
     let pid = hub.pid();
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
-        .await
-        .expect("client connects");
-    let upgrade = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        hub.port
-    );
-    tcp.write_all(upgrade.as_bytes()).await.expect("upgrade request");
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
-            .await
-            .expect("upgrade answer in time")
-            .expect("read");
-        assert!(n > 0, "the hub closed during the upgrade");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
-    buf.drain(..head_end);
-    let identify = format!(r#"{{"op":1,"id":"i","data":{{"token":"{TOKEN}","groups":[]}}}}"#);
-    tcp.write_all(&masked_text(&identify)).await.expect("identify");
-    loop {
-        let frames = take_server_frames(&mut buf);
-        if let Some((_, payload)) = frames.first() {
-            let f: Value = serde_json::from_slice(payload).expect("JSON");
-            assert_eq!(f["event"], "IDENTIFY", "{f}");
-            break;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
-            .await
-            .expect("identify answer in time")
-            .expect("read");
-        assert!(n > 0, "the hub closed after the identify");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let (tcp, mut buf) = raw_identified(hub.port).await;
     let (mut rd, mut wr) = tcp.into_split();
 
     let baseline = proc_kib(pid, "VmRSS");
@@ -880,14 +885,14 @@ async fn a_client_writing_faster_than_its_session_handles_frames_is_slowed_by_tc
 
     let reader = tokio::spawn(async move {
         let mut errors = 0u64;
-        let mut chunk = vec![0u8; 64 * 1024];
         while errors < ERROR_FLOOD_FRAMES {
-            let n = tokio::time::timeout(FRAME_WAIT, rd.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| panic!("no answer within {FRAME_WAIT:?} after {errors} errors"))
-                .expect("read");
-            assert!(n > 0, "the hub closed the connection after {errors} errors");
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(
+                &mut rd,
+                &mut buf,
+                FRAME_WAIT,
+                &format!("the flood, after {errors} errors"),
+            )
+            .await;
             for (opcode, payload) in take_server_frames(&mut buf) {
                 assert_eq!(opcode, 1, "a text frame");
                 // Every thousandth in full; the others by their code.
