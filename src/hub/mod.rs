@@ -43,6 +43,8 @@ pub struct Link {
     /// Frames routed to the session since the last flush.
     batch: Vec<ByteString>,
     batch_bytes: usize,
+    /// The length of the session's last batch: what its next one reserves.
+    batch_hint: u32,
 }
 
 /// The hub's settings, read once.
@@ -79,8 +81,6 @@ pub struct Hub {
     flush_scheduled: bool,
     /// Reused buffer for recipient lists.
     scratch: Vec<Key>,
-    /// The longest batch of the last flush: what a new batch reserves.
-    batch_hint: usize,
 }
 
 /// Most frames a new batch reserves room for.
@@ -97,7 +97,6 @@ impl Hub {
             dirty: Vec::new(),
             flush_scheduled: false,
             scratch: Vec::new(),
-            batch_hint: 1,
         }
     }
 
@@ -109,10 +108,10 @@ impl Hub {
         let link = &mut entry.link;
         if link.batch.is_empty() {
             self.dirty.push(key);
-            // Batches in a burst have about the same length: one allocation
-            // instead of regrowing from empty frame by frame. An idle
-            // session keeps no batch capacity.
-            link.batch.reserve_exact(self.batch_hint);
+            // A session's batches in a burst have about the same length: one
+            // allocation instead of regrowing from empty frame by frame. An
+            // idle session keeps no batch capacity.
+            link.batch.reserve_exact(link.batch_hint as usize);
         }
         link.batch_bytes += frame.len() + FRAME_OVERHEAD;
         link.batch.push(frame);
@@ -127,7 +126,6 @@ impl Hub {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         let mut dirty = mem::take(&mut self.dirty);
-        let mut batch_hint = 0;
         for key in dirty.drain(..) {
             let Some(entry) = self.registry.get_mut(key) else {
                 continue;
@@ -136,7 +134,7 @@ impl Hub {
             if link.batch.is_empty() {
                 continue;
             }
-            batch_hint = batch_hint.max(link.batch.len());
+            link.batch_hint = link.batch.len().min(MAX_BATCH_HINT) as u32;
             let frames = mem::take(&mut link.batch);
             let bytes = mem::replace(&mut link.batch_bytes, 0);
             let queued = link.outbound.fetch_add(bytes, Ordering::AcqRel) + bytes;
@@ -158,7 +156,6 @@ impl Hub {
             }
         }
         self.dirty = dirty;
-        self.batch_hint = batch_hint.clamp(1, MAX_BATCH_HINT);
     }
 
     /// Removes a session from routing and updates the gauges.
@@ -231,6 +228,7 @@ impl Handler<Connect> for Hub {
             peer: msg.peer,
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_hint: 1,
         };
         self.registry.insert(msg.id, link);
     }
