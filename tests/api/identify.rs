@@ -98,3 +98,42 @@ async fn no_identify_in_time_closes_with_4005() {
     let mut c = app.connect().await;
     assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(4005), Some(4005)));
 }
+
+#[actix_web::test]
+async fn a_silent_unidentified_client_gets_whichever_deadline_comes_first() {
+    // The heartbeat timeout first: 4006, long before the identify deadline.
+    let app = spawn_app_with(|s| {
+        s.limits.identify_timeout_ms = 10_000;
+        s.heartbeat.interval_ms = 100;
+        s.heartbeat.timeout_ms = 300;
+    })
+    .await;
+    let mut c = app.connect().await;
+    c.auto_pong = false;
+    let since = std::time::Instant::now();
+    let close = loop {
+        match c.recv(WAIT).await.unwrap() {
+            socket_hub::client::Received::Frame(f) if f["op"] == 3 => continue,
+            socket_hub::client::Received::Frame(f) => {
+                assert_eq!(f["data"], json!({"code": 4006, "reason": "heartbeat_timeout"}), "{f}");
+                break c.recv_close(WAIT).await.unwrap().1;
+            }
+            other => panic!("expected DISCONNECT 4006, got {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(4006));
+    assert!(
+        since.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        since.elapsed()
+    );
+
+    // The identify deadline first: 4005, with a heartbeat timeout far off.
+    let app = spawn_app_with(|s| {
+        s.limits.identify_timeout_ms = 150;
+        s.heartbeat.timeout_ms = 60_000;
+    })
+    .await;
+    let mut c = app.connect().await;
+    assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(4005), Some(4005)));
+}
