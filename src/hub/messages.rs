@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::conn::Closer;
@@ -76,13 +77,15 @@ pub struct Leave {
 
 // ---- hub -> session ----
 
-/// Frames to write, in order. `bytes` is what they count against
-/// `limits.max_outbound_bytes` (their length plus a fixed overhead each), to
-/// be subtracted from the session's outbound counter once written.
+/// Frames to write, in order, already framed for the wire (WebSocket
+/// headers included): often a slice of a buffer every recipient shares.
+/// `bytes` is what they count against `limits.max_outbound_bytes` (their
+/// length plus a fixed overhead each), to be subtracted from the session's
+/// outbound counter once handed to the socket.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    pub frames: Vec<ByteString>,
+    pub chunk: Bytes,
     pub bytes: usize,
 }
 

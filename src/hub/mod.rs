@@ -2,10 +2,16 @@
 //! replies. It routes frames that sessions have already encoded, so every
 //! recipient of a frame shares the same bytes, and it never parses JSON.
 //!
-//! Delivery is batched and bounded. Routing appends a frame to each
-//! recipient's batch; once the hub has handled what is in its mailbox, one
-//! `Deliver` per session carries the batch (`try_send` into the session's
-//! bounded mailbox). Each session's queued bytes are counted; a session past
+//! Delivery is batched and bounded. Each routed frame is framed for the wire
+//! once (WebSocket header included: a server's frames are unmasked, so every
+//! recipient gets the same bytes) into a buffer the hub fills while it
+//! handles its mailbox, and each recipient's batch records where in that
+//! buffer its frames are (consecutive frames merge into one range). Once the
+//! hub has handled what is in its mailbox, one `Deliver` per session carries
+//! its frames (`try_send` into the session's bounded mailbox): a slice of the
+//! shared buffer when the session's frames are one range and a good part of
+//! it, else a copy of just its own frames, so that no session keeps much
+//! more of the buffer alive than what it is counted for. Each session's queued bytes are counted; a session past
 //! `limits.max_outbound_bytes`, or whose mailbox is full, is evicted as a
 //! slow consumer: removed from routing at once, told to close, and its socket
 //! reset after a grace period if its actor is stuck behind a client that
@@ -17,12 +23,14 @@ pub mod pending;
 pub mod registry;
 
 use std::mem;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytestring::ByteString;
+use actix_http::ws::{OpCode, Parser};
+use bytes::{Bytes, BytesMut};
 
 use crate::conn::Closer;
 use crate::metrics::{Drop, Metrics};
@@ -40,11 +48,12 @@ pub struct Link {
     outbound: Arc<AtomicUsize>,
     closer: Closer,
     peer: Option<String>,
-    /// Frames routed to the session since the last flush.
-    batch: Vec<ByteString>,
+    /// Where in the hub's frame buffer the frames routed to the session
+    /// since the last flush are.
+    batch: Vec<Range<usize>>,
+    /// What they count against `limits.max_outbound_bytes`.
     batch_bytes: usize,
-    /// The length of the session's last batch: what its next one reserves.
-    batch_hint: u32,
+    batch_frames: u32,
 }
 
 /// The hub's settings, read once.
@@ -75,6 +84,8 @@ pub struct Hub {
     /// Who awaits replies to which `EVENT` id.
     pending: Pending,
     metrics: Arc<Metrics>,
+    /// The frames routed since the last flush, framed for the wire.
+    frames: BytesMut,
     /// Sessions with a non-empty batch, in the order they got their first frame.
     dirty: Vec<Key>,
     /// A `Flush` is queued behind the mailbox.
@@ -83,8 +94,16 @@ pub struct Hub {
     scratch: Vec<Key>,
 }
 
-/// Most frames a new batch reserves room for.
-const MAX_BATCH_HINT: usize = 1024;
+/// Past this many bytes of routed frames the hub flushes at once, before it
+/// has handled all of its mailbox: bounds the shared buffer.
+const FLUSH_AT_BYTES: usize = 1 << 20;
+/// Most bytes the next frame buffer reserves (it reserves what the last one held).
+const MAX_FRAMES_RESERVE: usize = 256 * 1024;
+/// A session gets a slice of the shared buffer only if its frames make up
+/// at least 1/`SHARE` of it; else a copy of its own frames.
+const SHARE: usize = 4;
+/// A batch that grew past this many ranges gives its room back after a flush.
+const KEEP_RANGES: usize = 16;
 
 impl Hub {
     pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Self {
@@ -94,27 +113,41 @@ impl Hub {
             registry: Registry::default(),
             pending,
             metrics,
+            frames: BytesMut::new(),
             dirty: Vec::new(),
             flush_scheduled: false,
             scratch: Vec::new(),
         }
     }
 
-    /// Queues `frame` for one session; it goes out at the next flush.
-    fn push(&mut self, key: Key, frame: ByteString, ctx: &mut Context<Self>) {
+    /// Frames `frame` for the wire into the shared buffer, once for all its
+    /// recipients; returns where it is, for [`Hub::push`].
+    fn append(&mut self, frame: &str, ctx: &mut Context<Self>) -> Range<usize> {
+        if self.frames.len() >= FLUSH_AT_BYTES {
+            self.send_batches(ctx);
+        }
+        let start = self.frames.len();
+        Parser::write_message(&mut self.frames, frame, OpCode::Text, true, false);
+        start..self.frames.len()
+    }
+
+    /// Queues the frame at `at` in the shared buffer (from [`Hub::append`],
+    /// since the last flush) for one session; `len` is the frame's length.
+    fn push(&mut self, key: Key, at: Range<usize>, len: usize, ctx: &mut Context<Self>) {
         let Some(entry) = self.registry.get_mut(key) else {
             return;
         };
         let link = &mut entry.link;
-        if link.batch.is_empty() {
-            self.dirty.push(key);
-            // A session's batches in a burst have about the same length: one
-            // allocation instead of regrowing from empty frame by frame. An
-            // idle session keeps no batch capacity.
-            link.batch.reserve_exact(link.batch_hint as usize);
+        match link.batch.last_mut() {
+            Some(last) if last.end == at.start => last.end = at.end,
+            Some(_) => link.batch.push(at),
+            None => {
+                self.dirty.push(key);
+                link.batch.push(at);
+            }
         }
-        link.batch_bytes += frame.len() + FRAME_OVERHEAD;
-        link.batch.push(frame);
+        link.batch_bytes += len + FRAME_OVERHEAD;
+        link.batch_frames += 1;
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             // Handled after everything already in the mailbox, so that a
@@ -123,8 +156,19 @@ impl Hub {
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
+    /// Frames `frame` and queues it for one session.
+    fn push_one(&mut self, key: Key, frame: &str, ctx: &mut Context<Self>) {
+        let at = self.append(frame, ctx);
+        self.push(key, at, frame.len(), ctx);
+    }
+
+    /// Sends every session its batch.
+    fn send_batches(&mut self, ctx: &mut Context<Self>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let reserve = self.frames.len().min(MAX_FRAMES_RESERVE);
+        let frames = mem::replace(&mut self.frames, BytesMut::with_capacity(reserve)).freeze();
         let mut dirty = mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             let Some(entry) = self.registry.get_mut(key) else {
@@ -134,17 +178,20 @@ impl Hub {
             if link.batch.is_empty() {
                 continue;
             }
-            link.batch_hint = link.batch.len().min(MAX_BATCH_HINT) as u32;
-            let frames = mem::take(&mut link.batch);
+            let chunk = chunk_of(&frames, &link.batch);
+            link.batch.clear();
+            if link.batch.capacity() > KEEP_RANGES {
+                link.batch = Vec::new();
+            }
             let bytes = mem::replace(&mut link.batch_bytes, 0);
+            let n = u64::from(mem::replace(&mut link.batch_frames, 0));
             let queued = link.outbound.fetch_add(bytes, Ordering::AcqRel) + bytes;
-            let n = frames.len() as u64;
             if queued > self.config.max_outbound_bytes {
                 self.metrics.dropped(Drop::SlowConsumer, n);
                 self.close_session(key, CloseCode::SlowConsumer, ctx);
                 continue;
             }
-            match link.addr.try_send(Deliver { frames, bytes }) {
+            match link.addr.try_send(Deliver { chunk, bytes }) {
                 Ok(()) => {}
                 Err(SendError::Full(_)) => {
                     self.metrics.dropped(Drop::SlowConsumer, n);
@@ -214,7 +261,8 @@ impl Actor for Hub {
 impl Handler<Flush> for Hub {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.flush(ctx);
+        self.flush_scheduled = false;
+        self.send_batches(ctx);
     }
 }
 
@@ -228,7 +276,7 @@ impl Handler<Connect> for Hub {
             peer: msg.peer,
             batch: Vec::new(),
             batch_bytes: 0,
-            batch_hint: 1,
+            batch_frames: 0,
         };
         self.registry.insert(msg.id, link);
     }
@@ -262,15 +310,18 @@ impl Handler<Route> for Hub {
             Err(code) => {
                 self.metrics.dropped(Drop::NoRecipient, 1);
                 if let Some(key) = sender {
-                    self.push(key, frame::error(Some(&msg.id), code, code.message()), ctx);
+                    self.push_one(key, &frame::error(Some(&msg.id), code, code.message()), ctx);
                 }
             }
             Ok(()) => {
                 if let (Some(from), false) = (msg.from, out.is_empty()) {
                     self.pending.insert(msg.id.clone(), from, Instant::now());
                 }
-                for &key in &out {
-                    self.push(key, msg.frame.clone(), ctx);
+                if !out.is_empty() {
+                    let at = self.append(&msg.frame, ctx);
+                    for &key in &out {
+                        self.push(key, at.clone(), msg.frame.len(), ctx);
+                    }
                 }
                 self.metrics.delivered(op::EVENT, out.len() as u64);
                 self.metrics.routing_latency.observe(msg.at.elapsed().as_secs_f64());
@@ -290,7 +341,7 @@ impl Handler<Reply> for Hub {
         let target = self.pending.lookup(&msg.id, Instant::now());
         let code = match target.map(|sender| self.registry.key(&sender)) {
             Some(Some(key)) => {
-                self.push(key, msg.frame, ctx);
+                self.push_one(key, &msg.frame, ctx);
                 self.metrics.delivered(op::REPLY, 1);
                 return;
             }
@@ -299,7 +350,7 @@ impl Handler<Reply> for Hub {
             None => ErrorCode::UnknownRequest,
         };
         self.metrics.dropped(Drop::NoRecipient, 1);
-        self.push(replier, frame::error(Some(&msg.id), code, code.message()), ctx);
+        self.push_one(replier, &frame::error(Some(&msg.id), code, code.message()), ctx);
     }
 }
 
@@ -387,5 +438,43 @@ impl Handler<Drain> for Hub {
         }
         let total = if ids.is_empty() { Duration::ZERO } else { msg.over };
         Box::pin(actix::clock::sleep(total).into_actor(self))
+    }
+}
+
+/// A session's frames out of the shared buffer: a slice of it when they are
+/// one range and at least 1/[`SHARE`] of it (a slow session then keeps at
+/// most `SHARE` times what it is counted for alive), else a copy of them.
+fn chunk_of(frames: &Bytes, batch: &[Range<usize>]) -> Bytes {
+    if let [range] = batch {
+        if range.len() * SHARE >= frames.len() {
+            return frames.slice(range.clone());
+        }
+    }
+    let len = batch.iter().map(|r| r.len()).sum();
+    let mut own = BytesMut::with_capacity(len);
+    for range in batch {
+        own.extend_from_slice(&frames[range.clone()]);
+    }
+    own.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // slices of ranges, as batches hold them
+    fn a_session_with_a_good_part_of_the_buffer_shares_it_and_others_get_a_copy() {
+        let frames = Bytes::from_static(b"0123456789abcdefghij");
+        let shared = chunk_of(&frames, &[5..20]);
+        assert_eq!(&shared[..], b"56789abcdefghij");
+        assert_eq!(shared.as_ptr(), frames[5..].as_ptr(), "a slice, not a copy");
+
+        let small = chunk_of(&frames, &[0..4]);
+        assert_eq!(&small[..], b"0123");
+        assert_ne!(small.as_ptr(), frames.as_ptr(), "a quarter or less is copied");
+
+        let scattered = chunk_of(&frames, &[0..2, 10..20]);
+        assert_eq!(&scattered[..], b"01abcdefghij");
     }
 }

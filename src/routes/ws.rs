@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use actix_http::ws::Codec;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -12,6 +13,7 @@ use actix_web_actors::ws;
 use super::{ApiError, AppState};
 use crate::conn::ConnHandle;
 use crate::session::inbound::Gated;
+use crate::session::outbox::Body;
 use crate::session::{ConnectionSlot, WsSession};
 
 pub async fn upgrade(
@@ -19,13 +21,16 @@ pub async fn upgrade(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(e) = ws::handshake(&req) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("not a WebSocket upgrade: {e}"),
-        ));
-    }
+    let mut response = match ws::handshake(&req) {
+        Ok(response) => response,
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not a WebSocket upgrade: {e}"),
+            ))
+        }
+    };
     let unavailable = |message: &str, retry_after: u64| {
         state.metrics.refused_upgrades.inc();
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
@@ -72,8 +77,10 @@ pub async fn upgrade(
     // holds, so a client that writes faster than its session handles frames
     // is slowed by TCP instead of growing the hub (`session::inbound`).
     let stream = Gated::new(stream, session.handled());
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.session.max_frame_bytes)
-        .start()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+    // The session's frames, and the frames the hub framed once for all
+    // recipients, go out through its outbox (`session::outbox`).
+    let outbox = session.outbox();
+    let codec = Codec::new().max_size(state.session.max_frame_bytes);
+    let context = ws::WebsocketContext::with_codec(session, stream, codec);
+    Ok(response.streaming(Body::new(context, outbox)))
 }

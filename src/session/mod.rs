@@ -13,9 +13,10 @@
 //! handled yet wait in the client's socket, not in the hub.
 
 pub mod inbound;
+pub mod outbox;
 pub mod rate_limit;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use crate::protocol::{CloseCode, ErrorCode};
 use crate::settings::Settings;
 use crate::{ServiceName, SessionId};
 use inbound::Handled;
+use outbox::Outbox;
 use rate_limit::{DropWindow, TokenBucket};
 
 /// Frames a session may hand the hub before it waits for the hub to catch up.
@@ -133,6 +135,8 @@ pub struct WsSession {
     identify_by: Instant,
     /// Messages handled, for the payload's gate (`inbound`).
     handled: Handled,
+    /// What goes out to the socket, in order (`outbox`).
+    out: Outbox,
     _slot: ConnectionSlot,
 }
 
@@ -141,6 +145,7 @@ impl WsSession {
         let now = Instant::now();
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
         let identify_by = now + config.identify_timeout;
+        let outbound = Arc::new(AtomicUsize::new(0));
         WsSession {
             id: SessionId::new(),
             config,
@@ -152,7 +157,8 @@ impl WsSession {
             drops: DropWindow::default(),
             unacked_frames: 0,
             unacked_bytes: 0,
-            outbound: Arc::new(AtomicUsize::new(0)),
+            out: Outbox::new(outbound.clone()),
+            outbound,
             closer,
             fragments: None,
             close_code: None,
@@ -161,6 +167,12 @@ impl WsSession {
             handled: Handled::default(),
             _slot: slot,
         }
+    }
+
+    /// Where the session's frames wait for the socket: give it to
+    /// [`outbox::Body`] around the session's context.
+    pub fn outbox(&self) -> Outbox {
+        self.out.clone()
     }
 
     /// The counter that gates the session's payload stream: give it to
@@ -180,16 +192,16 @@ impl WsSession {
         }
         self.close_code = Some(code);
         if code != CloseCode::Normal {
-            ctx.text(frame::disconnect(code));
+            self.out.text(&frame::disconnect(code));
         }
-        ctx.close(Some(ws::CloseReason {
+        self.out.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(code.code()),
             description: Some(code.slug().into()),
         }));
         ctx.stop();
     }
 
-    fn error(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Option<&str>, code: ErrorCode, message: &str) {
+    fn error(&mut self, id: Option<&str>, code: ErrorCode, message: &str) {
         self.config.metrics.dropped(
             if code == ErrorCode::RateLimited {
                 Drop::RateLimited
@@ -198,7 +210,7 @@ impl WsSession {
             },
             1,
         );
-        ctx.text(frame::error(id, code, message));
+        self.out.text(&frame::error(id, code, message));
     }
 
     /// Takes a token from the rate limit; a frame without one is dropped
@@ -213,12 +225,7 @@ impl WsSession {
             self.close(ctx, CloseCode::RateLimited);
         } else {
             let id = text.and_then(frame::parse_id);
-            self.error(
-                ctx,
-                id.as_deref(),
-                ErrorCode::RateLimited,
-                ErrorCode::RateLimited.message(),
-            );
+            self.error(id.as_deref(), ErrorCode::RateLimited, ErrorCode::RateLimited.message());
         }
         false
     }
@@ -254,14 +261,14 @@ impl WsSession {
             Ok(inbound) => inbound,
             Err(e) => {
                 self.config.metrics.received(OP_INVALID);
-                self.error(ctx, e.id.as_deref(), e.code, &e.message);
+                self.error(e.id.as_deref(), e.code, &e.message);
                 return;
             }
         };
         match inbound {
             Inbound::Ping { id, data } => {
                 self.config.metrics.received(op::PING);
-                ctx.text(frame::ping_pong(op::PONG, id.as_deref(), data));
+                self.out.text(&frame::ping_pong(op::PONG, id.as_deref(), data));
             }
             Inbound::Pong => self.config.metrics.received(op::PONG),
             Inbound::Disconnect => {
@@ -276,7 +283,6 @@ impl WsSession {
                 self.config.metrics.received(op::EVENT);
                 let Some(identity) = &self.identity else {
                     return self.error(
-                        ctx,
                         ev.id.as_deref(),
                         ErrorCode::NotIdentified,
                         ErrorCode::NotIdentified.message(),
@@ -301,7 +307,6 @@ impl WsSession {
                 self.config.metrics.received(op::REPLY);
                 let Some(identity) = &self.identity else {
                     return self.error(
-                        ctx,
                         Some(&reply.id),
                         ErrorCode::NotIdentified,
                         ErrorCode::NotIdentified.message(),
@@ -330,12 +335,7 @@ impl WsSession {
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         if self.identity.is_some() {
-            return self.error(
-                ctx,
-                id,
-                ErrorCode::AlreadyIdentified,
-                ErrorCode::AlreadyIdentified.message(),
-            );
+            return self.error(id, ErrorCode::AlreadyIdentified, ErrorCode::AlreadyIdentified.message());
         }
         let joined = self.config.auth.check(token).and_then(|service| {
             let groups = service.resolve_groups(groups)?;
@@ -349,7 +349,7 @@ impl WsSession {
                     AuthError::ForbiddenGroup(_) => ErrorCode::ForbiddenGroup,
                 };
                 log::info!("identify refused: session {} peer {}: {}", self.id, self.peer(), e);
-                self.error(ctx, id, code, &e.to_string());
+                self.error(id, code, &e.to_string());
                 return self.close(ctx, CloseCode::AuthFailed);
             }
         };
@@ -383,7 +383,7 @@ impl WsSession {
             service: service.name.clone(),
             groups,
         });
-        ctx.text(reply);
+        self.out.text(&reply);
     }
 
     /// Puts a fragmented message together, within `limits.max_frame_bytes`.
@@ -415,7 +415,7 @@ impl WsSession {
             }
             match std::str::from_utf8(&whole) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.error(ctx, None, ErrorCode::InvalidFrame, "text message is not valid UTF-8"),
+                Err(_) => self.error(None, ErrorCode::InvalidFrame, "text message is not valid UTF-8"),
             }
         }
     }
@@ -455,12 +455,7 @@ impl WsSession {
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.config.metrics.received(OP_INVALID);
         if self.admit(ctx, None) {
-            self.error(
-                ctx,
-                None,
-                ErrorCode::UnsupportedFrame,
-                ErrorCode::UnsupportedFrame.message(),
-            );
+            self.error(None, ErrorCode::UnsupportedFrame, ErrorCode::UnsupportedFrame.message());
         }
     }
 }
@@ -480,9 +475,10 @@ impl Actor for WsSession {
         log::info!("connect: session {} peer {}", self.id, self.peer());
 
         let interval = self.config.heartbeat_interval;
-        ctx.run_interval(interval, |act, ctx| {
+        ctx.run_interval(interval, |act, _| {
             act.ping_seq += 1;
-            ctx.text(frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
+            act.out
+                .text(&frame::ping_pong(op::PING, Some(&act.ping_seq.to_string()), None));
         });
         let first = self.next_watch(Instant::now());
         self.watch_after(first, ctx);
@@ -516,17 +512,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Ping(payload)) => self.out.pong(&payload),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
                 self.config.metrics.received(OP_INVALID);
-                self.error(ctx, None, ErrorCode::InvalidFrame, "text message is not valid UTF-8");
+                self.error(None, ErrorCode::InvalidFrame, "text message is not valid UTF-8");
             }
             Err(e) => {
                 log::debug!("session {}: protocol error: {e}", self.id);
-                ctx.close(Some(ws::CloseCode::Protocol.into()));
+                self.out.close(Some(ws::CloseCode::Protocol.into()));
                 ctx.stop();
             }
         }
@@ -535,11 +531,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
 
 impl Handler<Deliver> for WsSession {
     type Result = ();
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        for frame in msg.frames {
-            ctx.text(frame);
-        }
-        self.outbound.fetch_sub(msg.bytes, Ordering::AcqRel);
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        self.out.push(msg.chunk, msg.bytes);
     }
 }
 

@@ -183,3 +183,57 @@ async fn frames_from_one_sender_arrive_in_order() {
         assert_eq!(b.recv_frame().await.unwrap()["data"], i);
     }
 }
+
+/// Frames bound for different sets of sessions, small and large, interleaved:
+/// each recipient gets exactly its own, whole and in the order sent, whether
+/// the hub hands it a slice of the buffer it frames every routed frame into
+/// or a copy of its own frames, and however the socket writes are cut.
+#[actix_web::test]
+async fn interleaved_group_and_direct_frames_of_any_size_reach_each_recipient_whole_and_in_order() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_frame_bytes = 256 * 1024;
+        s.limits.max_outbound_bytes = 16 << 20;
+    })
+    .await;
+    let (mut publisher, _) = app.identified(&[]).await;
+    let (mut both, both_id) = app.identified(&["mix"]).await;
+    let (mut group_only, _) = app.identified(&["mix"]).await;
+    let (mut direct_only, direct_id) = app.identified(&[]).await;
+    let big = "x".repeat(150_000);
+    let (mut want_both, mut want_group, mut want_direct) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..300 {
+        let (intent, data) = if i % 10 == 0 {
+            want_both.push(i);
+            (json!({"target": "DIRECT", "identifier": both_id}), json!([i, big]))
+        } else if i % 7 == 0 {
+            want_direct.push(i);
+            (json!({"target": "DIRECT", "identifier": direct_id}), json!([i]))
+        } else {
+            want_both.push(i);
+            want_group.push(i);
+            (json!({"target": "GROUP", "identifier": "mix"}), json!([i]))
+        };
+        publisher
+            .send_json(&json!({"op": 0, "event": "MIX", "data": data, "intent": intent}))
+            .await
+            .unwrap();
+    }
+    for (client, want) in [
+        (&mut both, want_both),
+        (&mut group_only, want_group),
+        (&mut direct_only, want_direct),
+    ] {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let f = client.recv_frame().await.unwrap();
+            let i = f["data"][0].as_u64().unwrap();
+            if i % 10 == 0 {
+                assert_eq!(f["data"][1].as_str().map(str::len), Some(big.len()), "frame {i} whole");
+            }
+            got.push(i);
+        }
+        assert_eq!(got, want);
+        assert_silent(client, Duration::from_millis(100)).await;
+    }
+    assert_silent(&mut publisher, Duration::from_millis(50)).await;
+}

@@ -1,0 +1,279 @@
+//! The session's way out to its socket.
+//!
+//! Frames the hub routes arrive already framed for the wire: the hub writes
+//! each routed frame once, WebSocket header included, into a buffer that
+//! every recipient shares, and hands each session a slice of it (a server's
+//! frames are unmasked, so every recipient's bytes are the same). The session
+//! queues that slice here as it is; the frames of its own (`IDENTIFY`
+//! replies, errors, pings, the close) are framed here and queued in order
+//! with them. [`Body`] is the response body the HTTP layer writes to the
+//! socket: it runs the session's actor (actix-web-actors' context, which
+//! also decodes what the client sends) and then hands out what the outbox
+//! holds. So a routed frame is copied once per recipient on its way to the
+//! kernel (into the HTTP layer's write buffer), not framed and copied again
+//! by every session.
+//!
+//! Bytes the hub counted against `limits.max_outbound_bytes` stay counted
+//! until the body hands them to the HTTP layer.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_http::ws::{CloseReason, OpCode, Parser};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+/// The longest piece the body hands the HTTP layer at once: under the
+/// 128 KiB above which actix-http drops its write buffer after a write and
+/// starts again from 8 KiB.
+const MAX_PIECE: usize = 64 * 1024;
+
+/// What the session has to send, in order. Shared by the session actor and
+/// its [`Body`], on the same thread.
+#[derive(Clone)]
+pub struct Outbox(Rc<RefCell<Queue>>);
+
+struct Queue {
+    /// Chunks in order, each with the bytes it counts against the session's
+    /// outbound limit (0 for the session's own frames).
+    chunks: VecDeque<(Bytes, usize)>,
+    /// The session's own frames written since the last chunk was queued.
+    tail: BytesMut,
+    /// Bytes the hub has queued for the session and not yet handed on.
+    outbound: Arc<AtomicUsize>,
+    /// The close frame is queued: nothing may follow it.
+    closed: bool,
+}
+
+impl Outbox {
+    pub fn new(outbound: Arc<AtomicUsize>) -> Self {
+        Outbox(Rc::new(RefCell::new(Queue {
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            outbound,
+            closed: false,
+        })))
+    }
+
+    /// Frames one text message of the session's own.
+    pub fn text(&self, text: &str) {
+        self.frame(text.as_bytes(), OpCode::Text);
+    }
+
+    /// Frames a pong answering a ping.
+    pub fn pong(&self, payload: &[u8]) {
+        self.frame(payload, OpCode::Pong);
+    }
+
+    fn frame(&self, payload: &[u8], op: OpCode) {
+        let mut q = self.0.borrow_mut();
+        if !q.closed {
+            Parser::write_message(&mut q.tail, payload, op, true, false);
+        }
+    }
+
+    /// Frames the close frame, the last one the session sends.
+    pub fn close(&self, reason: Option<CloseReason>) {
+        let mut q = self.0.borrow_mut();
+        if !q.closed {
+            q.closed = true;
+            Parser::write_close(&mut q.tail, reason, false);
+        }
+    }
+
+    /// Queues frames already framed for the wire (by the hub), which count
+    /// `counted` bytes against the outbound limit until handed on. After the
+    /// close frame they are dropped.
+    pub fn push(&self, chunk: Bytes, counted: usize) {
+        let mut q = self.0.borrow_mut();
+        if q.closed {
+            q.outbound.fetch_sub(counted, Ordering::AcqRel);
+            return;
+        }
+        if !q.tail.is_empty() {
+            let own = std::mem::take(&mut q.tail).freeze();
+            q.chunks.push_back((own, 0));
+        }
+        q.chunks.push_back((chunk, counted));
+    }
+
+    /// The next piece to write, at most [`MAX_PIECE`] long.
+    fn pop(&self) -> Option<Bytes> {
+        let mut q = self.0.borrow_mut();
+        let q = &mut *q;
+        if q.chunks.is_empty() {
+            // Taken whole, so that an idle session keeps no buffer.
+            return (!q.tail.is_empty()).then(|| std::mem::take(&mut q.tail).freeze());
+        }
+        let (chunk, counted) = q.chunks.front_mut()?;
+        if chunk.len() > MAX_PIECE {
+            return Some(chunk.split_to(MAX_PIECE));
+        }
+        let counted = *counted;
+        let (chunk, _) = q.chunks.pop_front()?;
+        if counted > 0 {
+            q.outbound.fetch_sub(counted, Ordering::AcqRel);
+        }
+        Some(chunk)
+    }
+}
+
+/// The WebSocket response body: the session's actor context, then its outbox.
+pub struct Body<S> {
+    context: S,
+    outbox: Outbox,
+    /// The context has ended (the actor stopped).
+    ended: bool,
+}
+
+impl<S> Body<S> {
+    pub fn new(context: S, outbox: Outbox) -> Self {
+        Body {
+            context,
+            outbox,
+            ended: false,
+        }
+    }
+}
+
+impl<S, E> Stream for Body<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(piece) = this.outbox.pop() {
+            return Poll::Ready(Some(Ok(piece)));
+        }
+        // The outbox is empty: let the actor run (it handles the client's
+        // frames and the hub's deliveries, and fills the outbox).
+        if !this.ended {
+            match Pin::new(&mut this.context).poll_next(cx) {
+                // The session writes nothing through the context itself;
+                // should it ever, its bytes are passed on.
+                Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => {}
+            }
+        }
+        match this.outbox.pop() {
+            Some(piece) => Poll::Ready(Some(Ok(piece))),
+            None if this.ended => Poll::Ready(None),
+            // The context registered the waker: a delivery or a frame from
+            // the client wakes this body.
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker;
+
+    fn outbox() -> (Outbox, Arc<AtomicUsize>) {
+        let outbound = Arc::new(AtomicUsize::new(0));
+        (Outbox::new(outbound.clone()), outbound)
+    }
+
+    fn drain(o: &Outbox) -> Vec<Bytes> {
+        std::iter::from_fn(|| o.pop()).collect()
+    }
+
+    #[test]
+    fn own_frames_and_delivered_chunks_leave_in_the_order_they_were_queued() {
+        let (o, _) = outbox();
+        o.text("a");
+        o.push(Bytes::from_static(b"HUB"), 10);
+        o.text("b");
+        o.close(None);
+        let out = drain(&o);
+        assert_eq!(
+            out,
+            vec![
+                Bytes::from_static(&[0x81, 1, b'a']),
+                Bytes::from_static(b"HUB"),
+                Bytes::from_static(&[0x81, 1, b'b', 0x88, 0]),
+            ]
+        );
+        assert!(o.pop().is_none());
+    }
+
+    #[test]
+    fn nothing_follows_the_close_frame() {
+        let (o, outbound) = outbox();
+        outbound.store(100, Ordering::SeqCst);
+        o.close(None);
+        o.text("late");
+        o.pong(b"p");
+        o.push(Bytes::from_static(b"HUB"), 100);
+        o.close(None);
+        assert_eq!(drain(&o), vec![Bytes::from_static(&[0x88, 0])]);
+        assert_eq!(
+            outbound.load(Ordering::SeqCst),
+            0,
+            "dropped bytes are no longer counted"
+        );
+    }
+
+    #[test]
+    fn counted_bytes_are_released_when_the_whole_chunk_is_handed_on() {
+        let (o, outbound) = outbox();
+        outbound.store(1000, Ordering::SeqCst);
+        o.push(Bytes::from(vec![7u8; MAX_PIECE * 2 + 5]), 600);
+        assert_eq!(o.pop().map(|b| b.len()), Some(MAX_PIECE));
+        assert_eq!(o.pop().map(|b| b.len()), Some(MAX_PIECE));
+        assert_eq!(
+            outbound.load(Ordering::SeqCst),
+            1000,
+            "still counted while pieces remain"
+        );
+        assert_eq!(o.pop().map(|b| b.len()), Some(5));
+        assert_eq!(outbound.load(Ordering::SeqCst), 400);
+        assert!(o.pop().is_none());
+    }
+
+    #[test]
+    fn an_idle_outbox_keeps_no_buffer() {
+        let (o, _) = outbox();
+        o.text("hello");
+        assert_eq!(drain(&o).len(), 1);
+        assert_eq!(o.0.borrow().tail.capacity(), 0);
+    }
+
+    /// A context stand-in: yields what it is given, then ends.
+    struct Script(VecDeque<Poll<Option<Result<Bytes, ()>>>>, Outbox);
+
+    impl Stream for Script {
+        type Item = Result<Bytes, ()>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            // Like the actor: each poll may queue a frame before answering.
+            self.1.text("x");
+            self.0.pop_front().unwrap_or(Poll::Ready(None))
+        }
+    }
+
+    #[test]
+    fn the_body_runs_the_context_when_the_outbox_is_empty_and_ends_after_draining_it() {
+        let (o, _) = outbox();
+        let script = Script(VecDeque::from([Poll::Pending, Poll::Ready(None)]), o.clone());
+        let mut body = Body::new(script, o.clone());
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut body).poll_next(&mut cx);
+        let frame_x = Bytes::from_static(&[0x81, 1, b'x']);
+        // The context runs (Pending) and queued a frame: handed on at once.
+        assert_eq!(poll(), Poll::Ready(Some(Ok(frame_x.clone()))));
+        // The context ends, having queued one more: that one still leaves...
+        assert_eq!(poll(), Poll::Ready(Some(Ok(frame_x))));
+        // ...and then the body ends.
+        assert_eq!(poll(), Poll::Ready(None));
+    }
+}
