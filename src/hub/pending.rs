@@ -16,9 +16,11 @@ pub struct Pending {
     max: usize,
     /// id -> (sender, when it expires, generation).
     map: HashMap<Arc<str>, (SessionId, Instant, u64)>,
-    /// Insertion order; an entry whose generation differs from the map's was
-    /// overwritten by a later `EVENT` with the same id and is skipped.
-    order: VecDeque<(Arc<str>, u64)>,
+    /// Insertion order, with each entry's deadline (so that expiring looks
+    /// an id up only once it is due); an entry whose generation differs
+    /// from the map's was overwritten by a later `EVENT` with the same id
+    /// and is skipped.
+    order: VecDeque<(Arc<str>, u64, Instant)>,
     generation: u64,
 }
 
@@ -38,8 +40,9 @@ impl Pending {
     pub fn insert(&mut self, id: Arc<str>, sender: SessionId, now: Instant) {
         self.expire(now);
         self.generation += 1;
-        self.map.insert(id.clone(), (sender, now + self.ttl, self.generation));
-        self.order.push_back((id, self.generation));
+        let deadline = now + self.ttl;
+        self.map.insert(id.clone(), (sender, deadline, self.generation));
+        self.order.push_back((id, self.generation, deadline));
         while self.map.len() > self.max || self.order.len() > 2 * self.max {
             self.pop_oldest();
         }
@@ -57,22 +60,13 @@ impl Pending {
 
     /// Drops every entry whose TTL has passed.
     pub fn expire(&mut self, now: Instant) {
-        while let Some((id, generation)) = self.order.front() {
-            match self.map.get(id) {
-                Some((_, deadline, g)) if g == generation => {
-                    if *deadline > now {
-                        break;
-                    }
-                    self.map.remove(id);
-                }
-                _ => {}
-            }
-            self.order.pop_front();
+        while self.order.front().is_some_and(|(_, _, deadline)| *deadline <= now) {
+            self.pop_oldest();
         }
     }
 
     fn pop_oldest(&mut self) {
-        if let Some((id, generation)) = self.order.pop_front() {
+        if let Some((id, generation, _)) = self.order.pop_front() {
             if self.map.get(&id).is_some_and(|(_, _, g)| *g == generation) {
                 self.map.remove(&id);
             }
