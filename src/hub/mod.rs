@@ -168,6 +168,9 @@ impl Hub {
             return;
         }
         let reserve = self.frames.len().min(MAX_FRAMES_RESERVE);
+        // A slice keeps the whole allocation alive, reserve and growth
+        // included: what a session's share is measured against.
+        let allocated = self.frames.capacity();
         let frames = mem::replace(&mut self.frames, BytesMut::with_capacity(reserve)).freeze();
         let mut dirty = mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
@@ -178,7 +181,7 @@ impl Hub {
             if link.batch.is_empty() {
                 continue;
             }
-            let chunk = chunk_of(&frames, &link.batch);
+            let chunk = chunk_of(&frames, allocated, &link.batch);
             link.batch.clear();
             if link.batch.capacity() > KEEP_RANGES {
                 link.batch = Vec::new();
@@ -202,7 +205,11 @@ impl Hub {
                 }
             }
         }
-        self.dirty = dirty;
+        // Keep the list's room for the next flush, unless something was
+        // queued meanwhile.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
     }
 
     /// Removes a session from routing and updates the gauges.
@@ -441,12 +448,13 @@ impl Handler<Drain> for Hub {
     }
 }
 
-/// A session's frames out of the shared buffer: a slice of it when they are
-/// one range and at least 1/[`SHARE`] of it (a slow session then keeps at
-/// most `SHARE` times what it is counted for alive), else a copy of them.
-fn chunk_of(frames: &Bytes, batch: &[Range<usize>]) -> Bytes {
+/// A session's frames out of the shared buffer (`allocated` bytes of
+/// memory): a slice of it when they are one range and at least 1/[`SHARE`]
+/// of that memory (a slow session then keeps at most `SHARE` times what it
+/// is counted for alive), else a copy of them.
+fn chunk_of(frames: &Bytes, allocated: usize, batch: &[Range<usize>]) -> Bytes {
     if let [range] = batch {
-        if range.len() * SHARE >= frames.len() {
+        if range.len() * SHARE >= allocated.max(frames.len()) {
             return frames.slice(range.clone());
         }
     }
@@ -466,15 +474,29 @@ mod tests {
     #[allow(clippy::single_range_in_vec_init)] // slices of ranges, as batches hold them
     fn a_session_with_a_good_part_of_the_buffer_shares_it_and_others_get_a_copy() {
         let frames = Bytes::from_static(b"0123456789abcdefghij");
-        let shared = chunk_of(&frames, &[5..20]);
+        let shared = chunk_of(&frames, 20, &[5..20]);
         assert_eq!(&shared[..], b"56789abcdefghij");
         assert_eq!(shared.as_ptr(), frames[5..].as_ptr(), "a slice, not a copy");
 
-        let small = chunk_of(&frames, &[0..4]);
+        let small = chunk_of(&frames, 20, &[0..4]);
         assert_eq!(&small[..], b"0123");
         assert_ne!(small.as_ptr(), frames.as_ptr(), "a quarter or less is copied");
 
-        let scattered = chunk_of(&frames, &[0..2, 10..20]);
+        let scattered = chunk_of(&frames, 20, &[0..2, 10..20]);
         assert_eq!(&scattered[..], b"01abcdefghij");
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn the_share_is_measured_against_the_memory_a_slice_keeps_alive() {
+        // One small frame in a buffer reserved after a burst: the whole of
+        // what was written, but a sliver of what a slice would pin.
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        buf.extend_from_slice(b"one small frame");
+        let allocated = buf.capacity();
+        let frames = buf.freeze();
+        let chunk = chunk_of(&frames, allocated, &[0..frames.len()]);
+        assert_eq!(&chunk[..], b"one small frame");
+        assert_ne!(chunk.as_ptr(), frames.as_ptr(), "copied, so the 256 KiB can be freed");
     }
 }
