@@ -10,8 +10,10 @@
 //! hub has handled what is in its mailbox, one `Deliver` per session carries
 //! its frames (`try_send` into the session's bounded mailbox): a slice of the
 //! shared buffer when the session's frames are one range and a good part of
-//! it, else a copy of just its own frames, so that no session keeps much
-//! more of the buffer alive than what it is counted for. Each session's queued bytes are counted; a session past
+//! its memory, else a copy of just its own frames, so that no session keeps
+//! much more of the buffer alive than what it is counted for.
+//!
+//! Each session's queued bytes are counted; a session past
 //! `limits.max_outbound_bytes`, or whose mailbox is full, is evicted as a
 //! slow consumer: removed from routing at once, told to close, and its socket
 //! reset after a grace period if its actor is stuck behind a client that
