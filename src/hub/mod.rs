@@ -172,8 +172,15 @@ impl Hub {
         let reserve = self.frames.len().min(MAX_FRAMES_RESERVE);
         // A slice keeps the whole allocation alive, reserve and growth
         // included: what a session's share is measured against.
-        let allocated = self.frames.capacity();
-        let frames = mem::replace(&mut self.frames, BytesMut::with_capacity(reserve)).freeze();
+        let mut allocated = self.frames.capacity();
+        let mut frames = mem::replace(&mut self.frames, BytesMut::with_capacity(reserve)).freeze();
+        if allocated > SHARE * frames.len() {
+            // A round much smaller than the room reserved for it (the one
+            // before was larger): one tight copy that every recipient can
+            // share, rather than a copy per recipient.
+            frames = Bytes::copy_from_slice(&frames);
+            allocated = frames.len();
+        }
         let mut dirty = mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             let Some(entry) = self.registry.get_mut(key) else {
