@@ -102,7 +102,8 @@ const FLUSH_AT_BYTES: usize = 1 << 20;
 /// Most bytes the next frame buffer reserves (it reserves what the last one held).
 const MAX_FRAMES_RESERVE: usize = 256 * 1024;
 /// A session gets a slice of the shared buffer only if its frames make up
-/// at least 1/`SHARE` of it; else a copy of its own frames.
+/// at least 1/`SHARE` of the buffer's allocation (all of which a slice keeps
+/// alive); else a copy of its own frames.
 const SHARE: usize = 4;
 /// A batch that grew past this many ranges gives its room back after a flush.
 const KEEP_RANGES: usize = 16;
