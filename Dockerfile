@@ -3,11 +3,11 @@
 #   docker build -t socket-hub .
 #   docker run -p 8080:8080 -e ORDERS_TOKEN=... \
 #     -v "$PWD/hub.toml:/etc/socket-hub/hub.toml:ro" \
-#     socket-hub --config /etc/socket-hub/hub.toml
+#     -e HUB_CONFIG=/etc/socket-hub/hub.toml socket-hub
 #
 # No token is baked in: HUB_ENV=production refuses the demo token, so give
-# your services in a mounted --config file (or HUB__... env vars), with tokens
-# from token_env or token_file.
+# your services in a mounted config file named by HUB_CONFIG (or HUB__...
+# env vars), with tokens from token_env or token_file.
 
 # ---- build --------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
@@ -48,9 +48,9 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 
 # The binary checks itself: GET http://127.0.0.1:<server.port>/healthz (no curl
-# in the image). It reads the same settings files and HUB__* env vars as the
-# server, but not a --config given as CMD: if that file changes the port, set
-# HUB__SERVER__PORT instead.
+# in the image). It reads the same settings files, HUB_CONFIG and HUB__* env
+# vars as the server, but not a --config given as CMD: name your config file
+# with HUB_CONFIG instead.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["socket-hub", "healthcheck"]
 

@@ -18,7 +18,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Flags {
     /// One more settings file, layered over settings/default.toml and
     /// settings/$HUB_ENV.toml (environment variables HUB__SECTION__KEY win).
-    #[arg(long, value_name = "PATH", global = true)]
+    /// Given as HUB_CONFIG, it is also what `healthcheck` reads in a container.
+    #[arg(long, value_name = "PATH", global = true, env = "HUB_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -27,7 +28,8 @@ struct Flags {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Exit 0 if the hub on this machine answers GET /healthz with 200
-    /// (for container health checks; reads the port from the settings).
+    /// (for container health checks; reads the port from the settings,
+    /// HUB_CONFIG included).
     Healthcheck,
 }
 

@@ -27,10 +27,14 @@ pub fn repo_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The binary, run in `cwd`, with no `HUB_ENV` nor `HUB__*` inherited.
+/// The binary, run in `cwd`, with no `HUB_ENV`, `HUB_CONFIG` nor `HUB__*`
+/// inherited.
 pub fn hub_command(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_socket-hub"));
-    cmd.current_dir(cwd).env_remove("HUB_ENV").stdin(Stdio::null());
+    cmd.current_dir(cwd)
+        .env_remove("HUB_ENV")
+        .env_remove("HUB_CONFIG")
+        .stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("HUB__") {
             cmd.env_remove(key);
@@ -237,6 +241,36 @@ async fn help_lists_the_config_flag_and_exits_0() {
     let (code, stdout, stderr) = run_to_exit(cmd).await;
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert!(stdout.contains("--config"), "{stdout}");
+}
+
+#[actix_web::test]
+async fn hub_config_names_the_config_file_for_the_server_and_for_healthcheck() {
+    let port = free_port();
+    let (dir, path) = dir_with_config(&format!("[server]\nhost = \"127.0.0.1\"\nport = {port}\n"));
+    let mut cmd = hub_command(dir.path());
+    cmd.env("HUB_CONFIG", &path);
+    let mut hub = HubProcess::spawn(cmd);
+    hub.wait_healthy(port).await;
+
+    let mut check = hub_command(dir.path());
+    check.env("HUB_CONFIG", &path).arg("healthcheck");
+    let (code, _, stderr) = run_to_exit(check).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+
+    // `--config` wins over HUB_CONFIG; here it names a port nobody serves.
+    let idle = free_port();
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, format!("[server]\nport = {idle}\n")).unwrap();
+    let mut check = hub_command(dir.path());
+    check
+        .env("HUB_CONFIG", &path)
+        .arg("--config")
+        .arg(&other)
+        .arg("healthcheck");
+    let (code, _, stderr) = run_to_exit(check).await;
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{idle}/healthz")), "{stderr}");
+    assert!(hub.try_status().is_none(), "still serving");
 }
 
 #[actix_web::test]

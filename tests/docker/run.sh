@@ -4,9 +4,11 @@
 # 1. ../shared/tools/docker-check.sh: hadolint, `docker build` of ./Dockerfile
 #    on a real engine, the image's own entrypoint answers /healthz.
 # 2. Then the image again (dockerd on the same data root, so the image is
-#    there): a --config file mounted read-only that defines the service
-#    `orders` with `token_env`, the token given by `-e`, and
-#    - the container's HEALTHCHECK (`socket-hub healthcheck`) turns healthy,
+#    there): a config file mounted read-only and named by HUB_CONFIG, that
+#    sets the port and defines the service `orders` with `token_env`, the
+#    token given by `-e`, and
+#    - the container's HEALTHCHECK (`socket-hub healthcheck`) turns healthy
+#      (so it read the port from that file),
 #    - it runs as uid 10001, not root,
 #    - the test ops::through_the_docker_image_... opens two WebSocket sessions
 #      to it, identifies, routes one frame, reads /status, and sees the demo
@@ -55,8 +57,13 @@ step "image $IMAGE: $($D image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TOKEN=ci-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat >"$TMP/hub.toml" <<'EOF'
-# Mounted at /etc/socket-hub/hub.toml; the token comes from the environment.
+cat >"$TMP/hub.toml" <<EOF
+# Mounted at /etc/socket-hub/hub.toml and named by HUB_CONFIG, so that the
+# HEALTHCHECK reads it too (the port is set only here); the token comes from
+# the environment.
+[server]
+port = $PORT
+
 [[services]]
 name = "orders"
 token_env = "ORDERS_TOKEN"
@@ -64,11 +71,11 @@ groups = ["docker"]
 EOF
 chmod 755 "$TMP"; chmod 644 "$TMP/hub.toml"
 
-step "docker run on port $PORT with a mounted --config and the token in ORDERS_TOKEN"
+step "docker run with a mounted HUB_CONFIG file setting port $PORT and the token in ORDERS_TOKEN"
 $D run -d --name "$NAME" --network host \
-  -e HUB__SERVER__PORT="$PORT" -e ORDERS_TOKEN="$TOKEN" \
+  -e HUB_CONFIG=/etc/socket-hub/hub.toml -e ORDERS_TOKEN="$TOKEN" \
   -v "$TMP/hub.toml:/etc/socket-hub/hub.toml:ro" \
-  "$IMAGE" --config /etc/socket-hub/hub.toml >/dev/null
+  "$IMAGE" >/dev/null
 
 health=
 for _ in $(seq 120); do
