@@ -332,7 +332,18 @@ impl Handler<Route> for Hub {
             }
             Ok(()) => {
                 if let (Some(from), false) = (msg.from, out.is_empty()) {
-                    self.pending.insert(msg.id.clone(), from, Instant::now());
+                    // An id waiting for replies belongs to the session that
+                    // sent it until it expires or that session leaves: an
+                    // `EVENT` from another session with the same id is
+                    // routed, but cannot take the replies.
+                    let now = Instant::now();
+                    let taken = self
+                        .pending
+                        .owner(&msg.id, now)
+                        .is_some_and(|owner| owner != from && self.registry.key(&owner).is_some());
+                    if !taken {
+                        self.pending.insert(msg.id.clone(), from, now);
+                    }
                 }
                 if !out.is_empty() {
                     let at = self.append(&msg.frame, ctx);

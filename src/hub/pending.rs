@@ -36,7 +36,9 @@ impl Pending {
     }
 
     /// Remembers that `sender` sent the `EVENT` `id` at `now`. A later
-    /// `EVENT` with the same id takes its place.
+    /// `EVENT` with the same id takes its place: the hub calls this only when
+    /// the id is free, or its sender's own, or its sender has left
+    /// ([`Pending::owner`]).
     pub fn insert(&mut self, id: Arc<str>, sender: SessionId, now: Instant) {
         self.expire(now);
         self.generation += 1;
@@ -52,6 +54,14 @@ impl Pending {
     /// the entry expires (scatter/gather).
     pub fn lookup(&mut self, id: &str, now: Instant) -> Option<SessionId> {
         self.expire(now);
+        self.map
+            .get(id)
+            .filter(|(_, deadline, _)| *deadline > now)
+            .map(|(sender, _, _)| *sender)
+    }
+
+    /// Who holds `id` at `now`, without touching the table.
+    pub fn owner(&self, id: &str, now: Instant) -> Option<SessionId> {
         self.map
             .get(id)
             .filter(|(_, deadline, _)| *deadline > now)
@@ -115,6 +125,18 @@ mod tests {
         assert_eq!(p.lookup("0", t0), None);
         assert_eq!(p.lookup("1", t0), None);
         assert_eq!(p.lookup("4", t0), Some(s));
+    }
+
+    #[test]
+    fn owner_reads_without_expiring() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_millis(100), 10);
+        let a = SessionId::new();
+        p.insert("x".into(), a, t0);
+        assert_eq!(p.owner("x", t0 + Duration::from_millis(99)), Some(a));
+        assert_eq!(p.owner("x", t0 + Duration::from_millis(100)), None);
+        assert_eq!(p.owner("y", t0), None);
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

@@ -88,6 +88,44 @@ async fn every_member_may_reply_and_the_sender_gathers_all_replies() {
 }
 
 #[actix_web::test]
+async fn another_sessions_event_with_a_pending_id_cannot_take_its_replies_until_the_sender_leaves() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, b_id) = svc_member(&app).await;
+    let (mut c, c_id) = svc_member(&app).await;
+    ask_g1(&mut a, "r1").await;
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "r1");
+    assert_eq!(c.recv_frame().await.unwrap()["id"], "r1");
+    // B sends an EVENT of its own with the same id, to itself: it is routed...
+    let to_self = json!({"op": 0, "id": "r1", "event": "MINE", "intent": {"target": "DIRECT", "identifier": b_id}});
+    b.send_json(&to_self).await.unwrap();
+    assert_eq!(b.recv_frame().await.unwrap()["event"], "MINE");
+    // ...but C's reply still reaches A, who asked first.
+    reply(&mut c, "r1", json!("for a")).await;
+    let got = a.recv_frame().await.unwrap();
+    assert_eq!(
+        (got["data"].clone(), got["source"]["session"].clone()),
+        (json!("for a"), json!(c_id))
+    );
+    assert_silent(&mut b, QUIET).await;
+    // Once A has left, the id is free for B.
+    a.close().await.unwrap();
+    let mut identified = Value::Null;
+    for _ in 0..100 {
+        identified = app.status().await["connections"]["identified"].clone();
+        if identified == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(identified, 2, "the hub saw A leave");
+    b.send_json(&to_self).await.unwrap();
+    assert_eq!(b.recv_frame().await.unwrap()["event"], "MINE");
+    reply(&mut c, "r1", json!("for b")).await;
+    assert_eq!(b.recv_frame().await.unwrap()["data"], "for b");
+}
+
+#[actix_web::test]
 async fn a_reply_with_an_unknown_id_is_unknown_request_to_the_replier() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
