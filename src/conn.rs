@@ -12,28 +12,38 @@
 use std::any::Any;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
 use socket2::SockRef;
 
-/// Which socket a connection is: its fd number and the socket's inode.
+/// Which socket a connection is: its fd number and the socket's inode, and
+/// whether the connection still holds it.
 #[derive(Debug)]
 struct Socket {
     fd: RawFd,
     id: (u64, u64),
+    /// True until the connection's data is dropped. A reset holds this lock
+    /// while it touches the fd, and the drop waits for it.
+    open: Mutex<bool>,
 }
 
 /// Stored in the connection's data, and dropped with it: actix-http drops a
 /// connection's data before its socket (`InnerDispatcher` declares
-/// `conn_data` before `io`), so while a [`Closer`] can upgrade, the fd number
-/// still names this connection. Before touching the fd the closer also
-/// checks that it is still the same socket (device and inode), so a number
-/// reused by a new connection is never reset by mistake. No duplicate fd is
-/// kept: a connection costs one file descriptor, not two.
-#[derive(Clone)]
+/// `conn_data` before `io`). Dropping the handle marks the socket closed
+/// under the lock a reset holds, so the fd cannot be closed, and its number
+/// reused by another connection, while a [`Closer`] is resetting it. The
+/// closer also checks that the fd is still the same socket (device and
+/// inode). No duplicate fd is kept: a connection costs one file descriptor,
+/// not two.
 pub struct ConnHandle(Arc<Socket>);
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        *self.0.open.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
 
 impl ConnHandle {
     /// A closer that does nothing once the connection is gone.
@@ -50,20 +60,25 @@ impl Closer {
     /// Aborts the connection: the peer sees a reset, the dispatcher an error.
     pub fn reset(&self) {
         let Some(socket) = self.0.upgrade() else { return };
-        if socket_id(socket.fd) != Some(socket.id) {
+        let open = socket.open.lock().unwrap_or_else(|e| e.into_inner());
+        if !*open || socket_id(socket.fd) != Some(socket.id) {
             return;
         }
-        // SAFETY: `socket` is alive, so the connection's fd is open (see
-        // `ConnHandle`), and it is only borrowed for the two calls below.
+        // SAFETY: the connection has not dropped its data, and cannot until
+        // `open` is released (see `ConnHandle`), so its fd is open and this
+        // connection's; it is only borrowed for the two calls below.
         let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
-        let socket = SockRef::from(&fd);
-        let _ = socket.set_linger(Some(Duration::ZERO));
-        let _ = socket.shutdown(Shutdown::Both);
+        let sock = SockRef::from(&fd);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        let _ = sock.shutdown(Shutdown::Both);
+        drop(open);
     }
 
     /// True while the connection is open.
     pub fn is_open(&self) -> bool {
-        self.0.strong_count() > 0
+        self.0
+            .upgrade()
+            .is_some_and(|s| *s.open.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -93,7 +108,11 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions, user_timeout: Duration) 
     let fd = tcp.as_raw_fd();
     match socket_id(fd) {
         Some(id) => {
-            ext.insert(ConnHandle(Arc::new(Socket { fd, id })));
+            ext.insert(ConnHandle(Arc::new(Socket {
+                fd,
+                id,
+                open: Mutex::new(true),
+            })));
         }
         None => log::warn!("could not stat a connection's socket; it cannot be reset if it stalls"),
     }
@@ -121,5 +140,51 @@ mod tests {
         let closer = Closer::default();
         assert!(!closer.is_open());
         closer.reset();
+    }
+
+    fn handle_for(stream: &std::net::TcpStream) -> ConnHandle {
+        let fd = stream.as_raw_fd();
+        ConnHandle(Arc::new(Socket {
+            fd,
+            id: socket_id(fd).expect("open socket"),
+            open: Mutex::new(true),
+        }))
+    }
+
+    #[test]
+    fn a_closer_resets_its_connection_while_the_handle_lives_and_never_after() {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+
+        // While the handle lives: the connection ends for the peer (a FIN
+        // from the shutdown; the reset follows when the fd is closed).
+        let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        let handle = handle_for(&server_side);
+        let closer = handle.closer();
+        assert!(closer.is_open());
+        closer.reset();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 1];
+        let read = peer.read(&mut buf);
+        assert!(
+            matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{read:?}"
+        );
+
+        // Once the handle is dropped (the connection's data goes before its
+        // socket), the closer leaves the fd alone, even while it is open.
+        let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        let handle = handle_for(&server_side);
+        let closer = handle.closer();
+        drop(handle);
+        assert!(!closer.is_open());
+        closer.reset();
+        use std::io::Write;
+        let mut server_side = server_side;
+        server_side.write_all(b"x").expect("still open");
+        assert_eq!(peer.read(&mut buf).expect("reads"), 1);
     }
 }
