@@ -415,7 +415,7 @@ impl WsSession {
             }
             match std::str::from_utf8(&whole) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.error(None, ErrorCode::InvalidFrame, "text message is not valid UTF-8"),
+                Err(_) => self.on_invalid_utf8(ctx),
             }
         }
     }
@@ -456,6 +456,15 @@ impl WsSession {
         self.config.metrics.received(OP_INVALID);
         if self.admit(ctx, None) {
             self.error(None, ErrorCode::UnsupportedFrame, ErrorCode::UnsupportedFrame.message());
+        }
+    }
+
+    /// A text message that is not UTF-8: a frame like any other for the
+    /// rate limit, answered with `invalid_frame`.
+    fn on_invalid_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.config.metrics.received(OP_INVALID);
+        if self.admit(ctx, None) {
+            self.error(None, ErrorCode::InvalidFrame, "text message is not valid UTF-8");
         }
     }
 }
@@ -516,10 +525,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
-            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
-                self.config.metrics.received(OP_INVALID);
-                self.error(None, ErrorCode::InvalidFrame, "text message is not valid UTF-8");
-            }
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.on_invalid_utf8(ctx),
             Err(e) => {
                 log::debug!("session {}: protocol error: {e}", self.id);
                 self.out.close(Some(ws::CloseCode::Protocol.into()));

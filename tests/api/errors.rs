@@ -280,6 +280,44 @@ async fn a_flood_gets_rate_limited_errors_then_disconnect_4008() {
 }
 
 #[actix_web::test]
+async fn text_messages_that_are_not_utf8_count_against_the_rate_limit() {
+    const BURST: usize = 5;
+    let app = spawn_app_with(|s| {
+        s.limits.rate_per_sec = 10;
+        s.limits.rate_burst = BURST as u32;
+    })
+    .await;
+    let mut w = witness(&app).await;
+    let mut c = app.connect().await;
+    for _ in 0..30 {
+        let bad = Frame::message(b"{\"op\": 3, \"\xff\"}".to_vec(), OpCode::Data(Data::Text), true);
+        if c.send_raw(Message::Frame(bad)).await.is_err() {
+            break; // the hub may already have closed
+        }
+    }
+    let mut codes = Vec::new();
+    let mut disconnect = None;
+    let close = loop {
+        match c.recv(WAIT).await.unwrap() {
+            Received::Frame(f) if f["event"] == "ERROR" => codes.push(f["data"]["code"].as_str().unwrap().to_owned()),
+            Received::Frame(f) if f["op"] == 2 => disconnect = Some(f["data"].clone()),
+            Received::Frame(f) => panic!("unexpected {f}"),
+            Received::Closed(close) => break close.map(|(code, _)| code),
+            Received::Binary(b) => panic!("unexpected binary {b:?}"),
+        }
+    };
+    // The burst is answered `invalid_frame`, then frames are dropped as
+    // `rate_limited` until more than `rate_burst` drops close the session
+    // (a token may refill meanwhile, letting one more through).
+    let invalid = codes.iter().take_while(|c| *c == "invalid_frame").count();
+    assert!((BURST..=BURST + 1).contains(&invalid), "{codes:?}");
+    assert!(codes[invalid..].iter().all(|c| c == "rate_limited"), "{codes:?}");
+    assert_eq!(disconnect, Some(json!({"code": 4008, "reason": "rate_limited"})));
+    assert_eq!(close, Some(4008));
+    assert_witness_still_served(&app, &mut w).await;
+}
+
+#[actix_web::test]
 async fn a_websocket_ping_gets_a_pong() {
     let app = spawn_app().await;
     let (c, _) = app.identified(&[]).await;
