@@ -23,6 +23,9 @@ pub const PRODUCTION_TOML: &str = include_str!("../settings/production.toml");
 /// a warning is logged while it is active.
 pub const DEMO_TOKEN: &str = "demo-token";
 
+/// The most `limits.max_connections` and `limits.max_pending_replies` may be.
+pub const MAX_COUNT: usize = 1_000_000_000;
+
 /// A settings problem, naming the key at fault. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("settings: {key}: {message}")]
@@ -295,6 +298,17 @@ impl Settings {
                 return Err(SettingsError::new(key, "must be greater than 0"));
             }
         }
+        // Counts that size tables and gauges: far above any real hub, and
+        // far below where arithmetic on them could overflow.
+        let bounded = [
+            ("limits.max_connections", self.limits.max_connections),
+            ("limits.max_pending_replies", self.limits.max_pending_replies),
+        ];
+        for (key, value) in bounded {
+            if value > MAX_COUNT {
+                return Err(SettingsError::new(key, format!("must be at most {MAX_COUNT}")));
+            }
+        }
         if !self.server.ws_path.starts_with('/') {
             return Err(SettingsError::new("server.ws_path", "must start with /"));
         }
@@ -553,6 +567,16 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = load(&[], None, None, &[("HUB__LIMITS__RATE_BURST", "0")]).expect_err("zero");
         assert_eq!(e.key, "limits.rate_burst");
+        for key in ["max_connections", "max_pending_replies"] {
+            let config = format!("[limits]\n{key} = {}\n", MAX_COUNT + 1);
+            let e = load(&[], None, Some(&config), &[]).expect_err("too large");
+            assert_eq!(
+                (e.key.as_str(), e.message.as_str()),
+                (&*format!("limits.{key}"), "must be at most 1000000000")
+            );
+            let config = format!("[limits]\n{key} = {MAX_COUNT}\n");
+            load(&[], None, Some(&config), &[]).expect("the bound itself loads");
+        }
         let e = load(&[], None, Some("[[services]]\nname = \"x\"\ngroups = []\n"), &[]).expect_err("no token");
         assert_eq!(e.key, "services[0].token");
         let e = load(
