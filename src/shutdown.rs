@@ -10,8 +10,11 @@ use actix::Addr;
 use actix_web::dev::ServerHandle;
 use tokio::sync::Notify;
 
-use crate::hub::messages::Drain;
+use crate::hub::messages::{Drain, DrainNext};
 use crate::hub::Hub;
+
+/// At most one slice of sessions is closed per step of the drain.
+const DRAIN_STEP: Duration = Duration::from_millis(10);
 
 /// Everything the drain needs.
 pub struct Shutdown {
@@ -55,9 +58,27 @@ impl Shutdown {
         }
         self.ready.store(false, Ordering::Release);
         self.server.pause().await;
-        // Each session gets DISCONNECT 1001 within the drain time; a session
-        // that cannot take it is reset after `limits.close_grace_ms`.
-        let _ = self.hub.send(Drain { over: self.drain }).await;
+        // Each session gets DISCONNECT 1001 within the drain time, in slices
+        // paced from here: each `DrainNext` is handled in its turn even when
+        // the hub is too busy to run its own timers. A session that cannot
+        // take its close frame is reset after `limits.close_grace_ms`, or
+        // when the server stops.
+        let started = tokio::time::Instant::now();
+        let slices = self
+            .hub
+            .send(Drain {
+                over: self.drain,
+                step: DRAIN_STEP,
+            })
+            .await
+            .unwrap_or(0);
+        for i in 0..slices {
+            tokio::time::sleep_until(started + self.drain.mul_f64(i as f64 / slices as f64)).await;
+            self.hub.do_send(DrainNext);
+        }
+        if slices > 0 {
+            tokio::time::sleep_until(started + self.drain).await;
+        }
         self.server.stop(true).await;
         log::info!("stopped");
     }

@@ -143,10 +143,20 @@ pub struct Kick {
     pub session: SessionId,
 }
 
-/// Close every session with 1001, spread over `over`; answers once every
-/// close order has been sent.
+/// Starts a drain: the hub splits the sessions it holds into slices to be
+/// closed with 1001, one slice per [`DrainNext`], and answers how many
+/// slices there are (at most one per `step` of `over`). The slices are paced
+/// by whoever sends `DrainNext` (`crate::shutdown`), not by a timer of the
+/// hub's: a message is handled in order even while the hub's mailbox never
+/// empties, its timers only once it does.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 pub struct Drain {
     pub over: Duration,
+    pub step: Duration,
 }
+
+/// Closes the next slice of sessions of a drain with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainNext;

@@ -24,6 +24,7 @@ pub mod messages;
 pub mod pending;
 pub mod registry;
 
+use std::collections::VecDeque;
 use std::mem;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,7 @@ use crate::protocol::frame::{self, op};
 use crate::protocol::{CloseCode, ErrorCode};
 use crate::session::{WsSession, FRAME_OVERHEAD};
 use crate::settings::Settings;
+use crate::SessionId;
 use messages::*;
 use pending::Pending;
 use registry::{Key, Registry};
@@ -94,6 +96,8 @@ pub struct Hub {
     flush_scheduled: bool,
     /// Reused buffer for recipient lists.
     scratch: Vec<Key>,
+    /// The slices of a drain not yet closed (`Drain`, `DrainNext`).
+    draining: VecDeque<Vec<SessionId>>,
 }
 
 /// Past this many bytes of routed frames the hub flushes at once, before it
@@ -120,6 +124,7 @@ impl Hub {
             dirty: Vec::new(),
             flush_scheduled: false,
             scratch: Vec::new(),
+            draining: VecDeque::new(),
         }
     }
 
@@ -437,35 +442,37 @@ impl Handler<Kick> for Hub {
 }
 
 impl Handler<Drain> for Hub {
-    type Result = ResponseActFuture<Self, ()>;
-    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+    type Result = MessageResult<Drain>;
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         // Close orders go out in slices spread evenly over the drain time
-        // (at most one slice per STEP), so that clients do not all reconnect
+        // (at most one slice per step), so that clients do not all reconnect
         // at the same moment.
-        const STEP: Duration = Duration::from_millis(10);
         let ids: Vec<_> = self
             .registry
             .keys()
             .into_iter()
             .filter_map(|k| self.registry.get(k).map(|e| e.id))
             .collect();
-        let max_slices = (msg.over.as_millis() / STEP.as_millis()).max(1) as usize;
-        let slices = ids.len().clamp(1, max_slices);
-        let per_slice = ids.len().div_ceil(slices).max(1);
+        let step = msg.step.as_millis().max(1);
+        let max_slices = (msg.over.as_millis() / step).max(1) as usize;
+        let slices = ids.len().min(max_slices);
         log::info!("draining {} sessions over {:?}", ids.len(), msg.over);
-        for (i, chunk) in ids.chunks(per_slice).enumerate() {
-            let chunk = chunk.to_vec();
-            let at = msg.over.mul_f64(i as f64 / slices as f64);
-            ctx.run_later(at, move |hub, ctx| {
-                for id in chunk {
-                    if let Some(key) = hub.registry.key(&id) {
-                        hub.close_session(key, CloseCode::Shutdown, ctx);
-                    }
-                }
-            });
+        self.draining = match slices {
+            0 => VecDeque::new(),
+            n => ids.chunks(ids.len().div_ceil(n)).map(<[SessionId]>::to_vec).collect(),
+        };
+        MessageResult(self.draining.len())
+    }
+}
+
+impl Handler<DrainNext> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: DrainNext, ctx: &mut Context<Self>) {
+        for id in self.draining.pop_front().unwrap_or_default() {
+            if let Some(key) = self.registry.key(&id) {
+                self.close_session(key, CloseCode::Shutdown, ctx);
+            }
         }
-        let total = if ids.is_empty() { Duration::ZERO } else { msg.over };
-        Box::pin(actix::clock::sleep(total).into_actor(self))
     }
 }
 
