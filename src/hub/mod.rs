@@ -130,9 +130,9 @@ impl Hub {
 
     /// Frames `frame` for the wire into the shared buffer, once for all its
     /// recipients; returns where it is, for [`Hub::push`].
-    fn append(&mut self, frame: &str, ctx: &mut Context<Self>) -> Range<usize> {
+    fn append(&mut self, frame: &str) -> Range<usize> {
         if self.frames.len() >= FLUSH_AT_BYTES {
-            self.send_batches(ctx);
+            self.send_batches();
         }
         let start = self.frames.len();
         Parser::write_message(&mut self.frames, frame, OpCode::Text, true, false);
@@ -166,12 +166,12 @@ impl Hub {
 
     /// Frames `frame` and queues it for one session.
     fn push_one(&mut self, key: Key, frame: &str, ctx: &mut Context<Self>) {
-        let at = self.append(frame, ctx);
+        let at = self.append(frame);
         self.push(key, at, frame.len(), ctx);
     }
 
     /// Sends every session its batch.
-    fn send_batches(&mut self, ctx: &mut Context<Self>) {
+    fn send_batches(&mut self) {
         if self.dirty.is_empty() {
             return;
         }
@@ -206,14 +206,14 @@ impl Hub {
             let queued = link.outbound.fetch_add(bytes, Ordering::AcqRel) + bytes;
             if queued > self.config.max_outbound_bytes {
                 self.metrics.dropped(Drop::SlowConsumer, n);
-                self.close_session(key, CloseCode::SlowConsumer, ctx);
+                self.close_session(key, CloseCode::SlowConsumer);
                 continue;
             }
             match link.addr.try_send(Deliver { chunk, bytes }) {
                 Ok(()) => {}
                 Err(SendError::Full(_)) => {
                     self.metrics.dropped(Drop::SlowConsumer, n);
-                    self.close_session(key, CloseCode::SlowConsumer, ctx);
+                    self.close_session(key, CloseCode::SlowConsumer);
                 }
                 Err(SendError::Closed(_)) => {
                     self.remove_session(key);
@@ -240,7 +240,7 @@ impl Hub {
 
     /// Removes a session and orders it closed with `code`; if its actor is
     /// stuck (the client stopped reading) the socket is reset after the grace.
-    fn close_session(&mut self, key: Key, code: CloseCode, ctx: &mut Context<Self>) {
+    fn close_session(&mut self, key: Key, code: CloseCode) {
         let id = self.registry.get(key).map(|e| e.id);
         let service = self.registry.get(key).and_then(|e| e.service.clone());
         let Some(link) = self.remove_session(key) else { return };
@@ -253,8 +253,12 @@ impl Hub {
         self.metrics.disconnected(code);
         // One message past the mailbox limit, once per session: bounded.
         link.addr.do_send(Close { code });
+        // The grace runs on the system's thread, not as the hub's timer, so
+        // that it ends on time even while the hub's mailbox never empties.
         let closer = link.closer;
-        ctx.run_later(self.config.close_grace, move |_, _| {
+        let grace = self.config.close_grace;
+        actix::System::current().arbiter().spawn(async move {
+            actix::clock::sleep(grace).await;
             if closer.is_open() {
                 log::debug!("socket still open {:?} after close order; resetting it", code);
                 closer.reset();
@@ -282,9 +286,9 @@ impl Actor for Hub {
 
 impl Handler<Flush> for Hub {
     type Result = ();
-    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush_scheduled = false;
-        self.send_batches(ctx);
+        self.send_batches();
     }
 }
 
@@ -351,7 +355,7 @@ impl Handler<Route> for Hub {
                     }
                 }
                 if !out.is_empty() {
-                    let at = self.append(&msg.frame, ctx);
+                    let at = self.append(&msg.frame);
                     for &key in &out {
                         self.push(key, at.clone(), msg.frame.len(), ctx);
                     }
@@ -430,10 +434,10 @@ impl Handler<GetSnapshot> for Hub {
 
 impl Handler<Kick> for Hub {
     type Result = bool;
-    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Kick, _: &mut Context<Self>) -> bool {
         match self.registry.key(&msg.session) {
             Some(key) => {
-                self.close_session(key, CloseCode::Kicked, ctx);
+                self.close_session(key, CloseCode::Kicked);
                 true
             }
             None => false,
@@ -467,10 +471,10 @@ impl Handler<Drain> for Hub {
 
 impl Handler<DrainNext> for Hub {
     type Result = ();
-    fn handle(&mut self, _: DrainNext, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: DrainNext, _: &mut Context<Self>) {
         for id in self.draining.pop_front().unwrap_or_default() {
             if let Some(key) = self.registry.key(&id) {
-                self.close_session(key, CloseCode::Shutdown, ctx);
+                self.close_session(key, CloseCode::Shutdown);
             }
         }
     }
