@@ -225,16 +225,25 @@ async fn a_fragmented_message_over_the_limit_gets_disconnect_1009_then_close_100
     assert_witness_still_served(&app, &mut w).await;
 }
 
-#[actix_web::test]
-async fn a_flood_gets_rate_limited_errors_then_disconnect_4008() {
-    const BURST: usize = 5;
+/// `rate_burst` in [`rate_limited_app`].
+const BURST: usize = 5;
+
+/// A hub allowing 10 frames a second with bursts of [`BURST`], a witness,
+/// and a fresh session to flood it.
+async fn rate_limited_app() -> (TestApp, Client, Client) {
     let app = spawn_app_with(|s| {
         s.limits.rate_per_sec = 10;
         s.limits.rate_burst = BURST as u32;
     })
     .await;
-    let mut w = witness(&app).await;
-    let mut c = app.connect().await;
+    let w = witness(&app).await;
+    let c = app.connect().await;
+    (app, w, c)
+}
+
+#[actix_web::test]
+async fn a_flood_gets_rate_limited_errors_then_disconnect_4008() {
+    let (app, mut w, mut c) = rate_limited_app().await;
     // The bucket starts full: 5 frames pass, then a flood.
     let sent = 30;
     for i in 0..sent {
@@ -281,14 +290,7 @@ async fn a_flood_gets_rate_limited_errors_then_disconnect_4008() {
 
 #[actix_web::test]
 async fn text_messages_that_are_not_utf8_count_against_the_rate_limit() {
-    const BURST: usize = 5;
-    let app = spawn_app_with(|s| {
-        s.limits.rate_per_sec = 10;
-        s.limits.rate_burst = BURST as u32;
-    })
-    .await;
-    let mut w = witness(&app).await;
-    let mut c = app.connect().await;
+    let (app, mut w, mut c) = rate_limited_app().await;
     for _ in 0..30 {
         let bad = Frame::message(b"{\"op\": 3, \"\xff\"}".to_vec(), OpCode::Data(Data::Text), true);
         if c.send_raw(Message::Frame(bad)).await.is_err() {
