@@ -121,6 +121,21 @@ impl TestApp {
         assert_eq!(code, 200, "{body}");
         body
     }
+
+    /// Waits, at most 5 s, until `/status` counts `n` connections of `kind`
+    /// (`"total"` or `"identified"`): the hub forgets a session only once
+    /// its socket is gone.
+    pub async fn wait_connections(&self, kind: &str, n: u64) {
+        let mut last = Value::Null;
+        for _ in 0..250 {
+            last = self.status().await["connections"][kind].clone();
+            if last == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("/status connections.{kind} stayed {last}, not {n}");
+    }
 }
 
 /// Asserts that nothing arrives on `client` for `wait`.

@@ -110,15 +110,7 @@ async fn another_sessions_event_with_a_pending_id_cannot_take_its_replies_until_
     assert_silent(&mut b, QUIET).await;
     // Once A has left, the id is free for B.
     a.close().await.unwrap();
-    let mut identified = Value::Null;
-    for _ in 0..100 {
-        identified = app.status().await["connections"]["identified"].clone();
-        if identified == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(identified, 2, "the hub saw A leave");
+    app.wait_connections("identified", 2).await;
     b.send_json(&to_self).await.unwrap();
     assert_eq!(b.recv_frame().await.unwrap()["event"], "MINE");
     reply(&mut c, "r1", json!("for b")).await;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -94,17 +94,7 @@ async fn no_recipient_is_unknown_target_with_the_frame_id() {
         .unwrap();
     assert_error(&a.recv_frame().await.unwrap(), "unknown_target", Some("nobody"));
     b.close().await.unwrap();
-    // The hub forgets b once its socket is gone: wait (bounded) until
-    // /status no longer counts it.
-    let mut remaining = Value::Null;
-    for _ in 0..250 {
-        remaining = app.status().await["connections"]["total"].clone();
-        if remaining == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(remaining, 1);
+    app.wait_connections("total", 1).await;
     a.send_json(&json!({"op": 0, "id": "gone", "event": "E", "intent": {"target": "DIRECT", "identifier": b_id}}))
         .await
         .unwrap();
