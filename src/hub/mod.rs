@@ -345,14 +345,10 @@ impl Handler<Route> for Hub {
                     // sent it until it expires or that session leaves: an
                     // `EVENT` from another session with the same id is
                     // routed, but cannot take the replies.
-                    let now = Instant::now();
-                    let taken = self
-                        .pending
-                        .owner(&msg.id, now)
-                        .is_some_and(|owner| owner != from && self.registry.key(&owner).is_some());
-                    if !taken {
-                        self.pending.insert(msg.id.clone(), from, now);
-                    }
+                    let registry = &self.registry;
+                    self.pending.insert(msg.id.clone(), from, Instant::now(), |holder| {
+                        registry.key(holder).is_some()
+                    });
                 }
                 if !out.is_empty() {
                     let at = self.append(&msg.frame);

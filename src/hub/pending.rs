@@ -2,6 +2,7 @@
 //! `REPLY`s reach it. Bounded in time (`limits.reply_ttl_ms`) and in size
 //! (`limits.max_pending_replies`, the oldest go first).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,33 +36,42 @@ impl Pending {
         }
     }
 
-    /// Remembers that `sender` sent the `EVENT` `id` at `now`. A later
-    /// `EVENT` with the same id takes its place: the hub calls this only when
-    /// the id is free, or its sender's own, or its sender has left
-    /// ([`Pending::owner`]).
-    pub fn insert(&mut self, id: Arc<str>, sender: SessionId, now: Instant) {
+    /// Remembers that `sender` sent the `EVENT` `id` at `now`, unless the id
+    /// is held by another session that `is_live` (one lookup either way). An
+    /// id waiting for replies belongs to its sender until it expires or that
+    /// sender leaves; the sender's own later `EVENT` with the id renews it.
+    /// Returns whether `sender` now holds the id.
+    pub fn insert(
+        &mut self,
+        id: Arc<str>,
+        sender: SessionId,
+        now: Instant,
+        is_live: impl FnOnce(&SessionId) -> bool,
+    ) -> bool {
         self.expire(now);
-        self.generation += 1;
+        let generation = self.generation + 1;
         let deadline = now + self.ttl;
-        self.map.insert(id.clone(), (sender, deadline, self.generation));
-        self.order.push_back((id, self.generation, deadline));
+        match self.map.entry(id.clone()) {
+            Entry::Occupied(held) if held.get().0 != sender && is_live(&held.get().0) => return false,
+            Entry::Occupied(mut held) => {
+                held.insert((sender, deadline, generation));
+            }
+            Entry::Vacant(free) => {
+                free.insert((sender, deadline, generation));
+            }
+        }
+        self.generation = generation;
+        self.order.push_back((id, generation, deadline));
         while self.map.len() > self.max || self.order.len() > 2 * self.max {
             self.pop_oldest();
         }
+        true
     }
 
     /// Who is waiting for replies to `id`; every replier may answer until
     /// the entry expires (scatter/gather).
     pub fn lookup(&mut self, id: &str, now: Instant) -> Option<SessionId> {
         self.expire(now);
-        self.map
-            .get(id)
-            .filter(|(_, deadline, _)| *deadline > now)
-            .map(|(sender, _, _)| *sender)
-    }
-
-    /// Who holds `id` at `now`, without touching the table.
-    pub fn owner(&self, id: &str, now: Instant) -> Option<SessionId> {
         self.map
             .get(id)
             .filter(|(_, deadline, _)| *deadline > now)
@@ -101,7 +111,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let a = SessionId::new();
-        p.insert("x".into(), a, t0);
+        p.insert("x".into(), a, t0, |_| false);
         assert_eq!(p.lookup("x", t0 + Duration::from_millis(50)), Some(a));
         assert_eq!(
             p.lookup("x", t0 + Duration::from_millis(60)),
@@ -119,7 +129,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 3);
         let s = SessionId::new();
         for i in 0..5 {
-            p.insert(i.to_string().into(), s, t0);
+            p.insert(i.to_string().into(), s, t0, |_| false);
         }
         assert_eq!(p.len(), 3);
         assert_eq!(p.lookup("0", t0), None);
@@ -128,15 +138,23 @@ mod tests {
     }
 
     #[test]
-    fn owner_reads_without_expiring() {
+    fn an_id_belongs_to_its_sender_until_it_expires_or_the_sender_leaves() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
-        let a = SessionId::new();
-        p.insert("x".into(), a, t0);
-        assert_eq!(p.owner("x", t0 + Duration::from_millis(99)), Some(a));
-        assert_eq!(p.owner("x", t0 + Duration::from_millis(100)), None);
-        assert_eq!(p.owner("y", t0), None);
-        assert_eq!(p.len(), 1);
+        let (a, b) = (SessionId::new(), SessionId::new());
+        assert!(p.insert("x".into(), a, t0, |_| true));
+        // Held by a live session: another cannot take it...
+        assert!(!p.insert("x".into(), b, t0, |_| true));
+        assert_eq!(p.lookup("x", t0), Some(a));
+        // ...its own sender renews it...
+        assert!(p.insert("x".into(), a, t0 + Duration::from_millis(50), |_| true));
+        assert_eq!(p.lookup("x", t0 + Duration::from_millis(120)), Some(a));
+        // ...and once the holder has left, another session may.
+        assert!(p.insert("x".into(), b, t0 + Duration::from_millis(120), |_| false));
+        assert_eq!(p.lookup("x", t0 + Duration::from_millis(120)), Some(b));
+        // An expired id is free again.
+        assert!(p.insert("x".into(), a, t0 + Duration::from_millis(300), |_| true));
+        assert_eq!(p.lookup("x", t0 + Duration::from_millis(300)), Some(a));
     }
 
     #[test]
@@ -145,7 +163,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 4);
         let (a, b) = (SessionId::new(), SessionId::new());
         for i in 0..1000 {
-            p.insert("same".into(), if i % 2 == 0 { a } else { b }, t0);
+            p.insert("same".into(), if i % 2 == 0 { a } else { b }, t0, |_| false);
         }
         assert_eq!(p.lookup("same", t0), Some(b));
         assert!(p.order.len() <= 8);
