@@ -63,15 +63,21 @@ impl Shutdown {
         // the hub is too busy to run its own timers. A session that cannot
         // take its close frame is reset after `limits.close_grace_ms`, or
         // when the server stops.
+        // The hub answers in its turn, behind what its mailbox holds: if that
+        // takes the whole drain time, the server stops without the slices.
         let started = tokio::time::Instant::now();
-        let slices = self
-            .hub
-            .send(Drain {
-                over: self.drain,
-                step: DRAIN_STEP,
-            })
-            .await
-            .unwrap_or(0);
+        let plan = self.hub.send(Drain {
+            over: self.drain,
+            step: DRAIN_STEP,
+        });
+        let slices = match tokio::time::timeout(self.drain, plan).await {
+            Ok(Ok(slices)) => slices,
+            Ok(Err(_)) => 0,
+            Err(_) => {
+                log::warn!("the hub did not answer the drain within {:?}; stopping", self.drain);
+                0
+            }
+        };
         for i in 0..slices {
             tokio::time::sleep_until(started + self.drain.mul_f64(i as f64 / slices as f64)).await;
             self.hub.do_send(DrainNext);
