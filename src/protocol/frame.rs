@@ -64,7 +64,8 @@ pub struct EventFrame<'a> {
     pub event: Cow<'a, str>,
     pub data: Option<&'a RawValue>,
     pub intent: Intent,
-    /// The intent exactly as sent, forwarded unchanged; `None` when omitted.
+    /// The intent exactly as sent (`null` included), forwarded unchanged;
+    /// `None` when omitted.
     pub intent_raw: Option<&'a RawValue>,
 }
 
@@ -80,6 +81,9 @@ pub struct ReplyFrame<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
     pub id: Option<String>,
+    /// The frame's op, when it had a valid one: a session that may not send
+    /// that op at all is told so before what else is wrong with the frame.
+    pub op: Option<u8>,
     pub code: ErrorCode,
     pub message: String,
 }
@@ -88,9 +92,15 @@ impl FrameError {
     fn new(id: Option<&str>, code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             id: id.map(str::to_owned),
+            op: None,
             code,
             message: message.into(),
         }
+    }
+
+    fn of_op(mut self, op: u8) -> Self {
+        self.op = Some(op);
+        self
     }
 }
 
@@ -125,8 +135,10 @@ struct IdOnly<'a> {
 struct WireIntent<'a> {
     #[serde(default, borrow)]
     target: Option<Cow<'a, str>>,
+    /// Any JSON: read as a string only where the target needs one, and
+    /// ignored for `GLOBAL`.
     #[serde(default, borrow)]
-    identifier: Option<Cow<'a, str>>,
+    identifier: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -138,10 +150,8 @@ struct WireIdentify {
 
 /// Parses one text message into a typed frame.
 pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
-    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
-        let id = serde_json::from_str::<IdOnly<'_>>(text).ok().and_then(|f| f.id);
-        FrameError::new(id.as_deref(), ErrorCode::InvalidFrame, e.to_string())
-    })?;
+    let wire: Wire<'_> = serde_json::from_str(text)
+        .map_err(|e| FrameError::new(readable_id(text).as_deref(), ErrorCode::InvalidFrame, e.to_string()))?;
     let id = wire.id;
     if let Some(id) = &id {
         check_name("id", id)?;
@@ -151,35 +161,28 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
         None => return Err(FrameError::new(id_str, ErrorCode::InvalidFrame, "op is required")),
         Some(raw) => parse_op(raw).map_err(|code| FrameError::new(id_str, code, code.message()))?,
     };
+    let refuse = |code: ErrorCode, message: String| FrameError::new(id_str, code, message).of_op(op);
     if let Some(event) = &wire.event {
-        check_name("event", event).map_err(|mut e| {
-            e.id = id_str.map(str::to_owned);
-            e
-        })?;
+        check_name("event", event).map_err(|e| refuse(e.code, e.message))?;
     }
     match op {
         op::EVENT => {
             let Some(event) = wire.event else {
-                return Err(FrameError::new(
-                    id_str,
-                    ErrorCode::InvalidFrame,
-                    "event is required on EVENT",
-                ));
+                return Err(refuse(ErrorCode::InvalidFrame, "event is required on EVENT".into()));
             };
-            let intent = parse_intent(wire.intent).map_err(|(code, msg)| FrameError::new(id_str, code, msg))?;
-            let intent_raw = wire.intent.filter(|raw| raw.get() != "null");
+            let intent = parse_intent(wire.intent).map_err(|(code, msg)| refuse(code, msg))?;
             Ok(Inbound::Event(EventFrame {
                 id,
                 event,
                 data: wire.data,
                 intent,
-                intent_raw,
+                intent_raw: wire.intent,
             }))
         }
         op::IDENTIFY => {
             let data = wire.data.map(RawValue::get).unwrap_or("null");
             let ident: WireIdentify = serde_json::from_str(data)
-                .map_err(|e| FrameError::new(id_str, ErrorCode::InvalidFrame, format!("IDENTIFY data: {e}")))?;
+                .map_err(|e| refuse(ErrorCode::InvalidFrame, format!("IDENTIFY data: {e}")))?;
             Ok(Inbound::Identify {
                 id,
                 token: ident.token,
@@ -191,11 +194,7 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
         op::PONG => Ok(Inbound::Pong),
         _ => {
             let Some(id) = id else {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::InvalidFrame,
-                    "id is required on REPLY",
-                ));
+                return Err(refuse(ErrorCode::InvalidFrame, "id is required on REPLY".into()));
             };
             Ok(Inbound::Reply(ReplyFrame {
                 id,
@@ -206,13 +205,18 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     }
 }
 
-/// The id of a frame, if it has a readable one; used to answer a frame that
-/// is dropped before it is parsed (rate limit).
+/// The id of a frame, if it has a valid one (a string of 1 to 128
+/// characters); used to answer a frame that is dropped before it is parsed
+/// (rate limit) or that could not be parsed.
 pub fn parse_id(text: &str) -> Option<String> {
+    readable_id(text).map(Cow::into_owned)
+}
+
+fn readable_id(text: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<IdOnly<'_>>(text)
         .ok()
         .and_then(|f| f.id)
-        .map(Cow::into_owned)
+        .filter(|id| check_name("id", id).is_ok())
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), FrameError> {
@@ -252,22 +256,22 @@ fn parse_intent(raw: Option<&RawValue>) -> Result<Intent, (ErrorCode, String)> {
     let wire: WireIntent<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (ErrorCode::InvalidIntent, format!("intent: {e}")))?;
     let invalid = |msg: &str| (ErrorCode::InvalidIntent, msg.to_owned());
+    // The identifier a GROUP or DIRECT needs: a string.
+    let identifier = |target: &str| -> Result<Cow<'_, str>, (ErrorCode, String)> {
+        let raw = wire
+            .identifier
+            .ok_or_else(|| invalid(&format!("{target} needs intent.identifier")))?;
+        serde_json::from_str::<Cow<'_, str>>(raw.get()).map_err(|_| invalid("intent.identifier must be a string"))
+    };
     match wire.target.as_deref() {
-        None | Some("GLOBAL") => Ok(Intent::Global),
-        Some("GROUP") => {
-            let name = wire
-                .identifier
-                .ok_or_else(|| invalid("GROUP needs intent.identifier"))?;
-            GroupName::parse(&name)
-                .map(Intent::Group)
-                .map_err(|e| (ErrorCode::InvalidIntent, format!("intent.identifier: {e}")))
-        }
-        Some("DIRECT") => {
-            let session = wire
-                .identifier
-                .ok_or_else(|| invalid("DIRECT needs intent.identifier"))?;
-            Ok(Intent::Direct(session.into_owned()))
-        }
+        Some("GLOBAL") => Ok(Intent::Global),
+        Some("GROUP") => GroupName::parse(&identifier("GROUP")?)
+            .map(Intent::Group)
+            .map_err(|e| (ErrorCode::InvalidIntent, format!("intent.identifier: {e}"))),
+        Some("DIRECT") => Ok(Intent::Direct(identifier("DIRECT")?.into_owned())),
+        None => Err(invalid(
+            "intent.target is required (GLOBAL, GROUP or DIRECT); omit intent or send null for GLOBAL",
+        )),
         Some(_) => Err(invalid("intent.target must be GLOBAL, GROUP or DIRECT")),
     }
 }
@@ -452,12 +456,26 @@ mod tests {
             r#"{"op":0,"event":"E"}"#,
             r#"{"op":0,"event":"E","intent":null}"#,
             r#"{"op":0,"event":"E","intent":{"target":"GLOBAL","identifier":null}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":"GLOBAL","identifier":5}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":"GLOBAL","identifier":{"any":[1]}}}"#,
         ] {
             let Ok(Inbound::Event(ev)) = parse(text) else {
                 panic!("{text}")
             };
             assert_eq!(ev.intent, Intent::Global, "{text}");
         }
+    }
+
+    #[test]
+    fn a_null_intent_is_forwarded_as_sent() {
+        let Ok(Inbound::Event(ev)) = parse(r#"{"op":0,"id":"n","event":"E","intent":null}"#) else {
+            panic!("not an event")
+        };
+        let out = routed_event("n", &ev.event, ev.data, ev.intent_raw, &source(None, "http"));
+        assert_eq!(
+            &*out,
+            r#"{"id":"n","op":0,"event":"E","intent":null,"source":{"session":null,"service":"http"}}"#
+        );
     }
 
     #[test]
@@ -491,12 +509,46 @@ mod tests {
     }
 
     #[test]
+    fn only_a_valid_id_is_echoed_in_an_error() {
+        let long = "i".repeat(129);
+        for text in [
+            format!(r#"{{"op":0,"id":"{long}","event":5}}"#),
+            r#"{"op":0,"id":"","event":5}"#.to_owned(),
+            format!(r#"{{"op":0,"id":"{long}","event":"E"}}"#),
+            r#"{"op":0,"id":7,"event":"E"}"#.to_owned(),
+        ] {
+            assert_eq!(err(&text).id, None, "{text}");
+            assert_eq!(parse_id(&text), None, "{text}");
+        }
+        let fine = "i".repeat(128);
+        let text = format!(r#"{{"op":0,"id":"{fine}","event":5}}"#);
+        assert_eq!(err(&text).id.as_deref(), Some(&*fine));
+        assert_eq!(parse_id(&text).as_deref(), Some(&*fine));
+    }
+
+    #[test]
+    fn an_error_after_the_op_is_read_carries_the_op() {
+        assert_eq!(err(r#"{"op":0,"id":"k"}"#).op, Some(op::EVENT));
+        assert_eq!(err(r#"{"op":1,"data":{"groups":[]}}"#).op, Some(op::IDENTIFY));
+        assert_eq!(err(r#"{"op":5}"#).op, Some(op::REPLY));
+        assert_eq!(err(r#"{"op":0,"event":"E","intent":{}}"#).op, Some(op::EVENT));
+        assert_eq!(err(r#"{"op":9}"#).op, None);
+        assert_eq!(err(r#"{"id":"k","event":5}"#).op, None);
+    }
+
+    #[test]
     fn bad_intents_are_invalid_intent() {
         for text in [
             r#"{"op":0,"event":"E","intent":{"target":"GROUP"}}"#,
             r#"{"op":0,"event":"E","intent":{"target":"DIRECT","identifier":null}}"#,
             r#"{"op":0,"event":"E","intent":{"target":"EVERYONE","identifier":"x"}}"#,
             r#"{"op":0,"event":"E","intent":{"target":"GROUP","identifier":"bad name"}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":"GROUP","identifier":5}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":"DIRECT","identifier":["x"]}}"#,
+            r#"{"op":0,"event":"E","intent":{}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":null,"identifier":"g"}}"#,
+            r#"{"op":0,"event":"E","intent":{"identifier":"g"}}"#,
+            r#"{"op":0,"event":"E","intent":{"target":5}}"#,
         ] {
             assert_eq!(err(text).code, ErrorCode::InvalidIntent, "{text}");
         }

@@ -261,8 +261,14 @@ impl WsSession {
             Ok(inbound) => inbound,
             Err(e) => {
                 self.config.metrics.received(OP_INVALID);
-                self.error(e.id.as_deref(), e.code, &e.message);
-                return;
+                // A session that may not send this op at all is told that
+                // first, whatever else is wrong with the frame (§6).
+                let code = match (e.op, &self.identity) {
+                    (Some(op::EVENT | op::REPLY), None) => ErrorCode::NotIdentified,
+                    (Some(op::IDENTIFY), Some(_)) => ErrorCode::AlreadyIdentified,
+                    _ => return self.error(e.id.as_deref(), e.code, &e.message),
+                };
+                return self.error(e.id.as_deref(), code, code.message());
             }
         };
         match inbound {

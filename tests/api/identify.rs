@@ -73,6 +73,49 @@ async fn a_second_identify_is_refused_and_the_connection_stays() {
 }
 
 #[actix_web::test]
+async fn a_second_identify_is_refused_whatever_its_data() {
+    let app = spawn_app().await;
+    let (mut c, _) = app.identified(&["a"]).await;
+    for (id, data) in [
+        ("n", json!({"token": 5})),
+        ("m", json!(null)),
+        ("g", json!({"groups": "a"})),
+    ] {
+        c.send_json(&json!({"op": 1, "id": id, "data": data})).await.unwrap();
+        assert_error(&c.recv_frame().await.unwrap(), "already_identified", Some(id));
+    }
+}
+
+#[actix_web::test]
+async fn before_identify_an_event_or_reply_gets_not_identified_whatever_else_is_wrong_with_it() {
+    let app = spawn_app().await;
+    let mut c = app.connect().await;
+    for (id, frame) in [
+        ("noevent", json!({"op": 0, "id": "noevent"})),
+        (
+            "badintent",
+            json!({"op": 0, "id": "badintent", "event": "E", "intent": {"target": "NOPE"}}),
+        ),
+        ("emptyevent", json!({"op": 5, "id": "emptyevent", "event": ""})),
+    ] {
+        c.send_json(&frame).await.unwrap();
+        assert_error(&c.recv_frame().await.unwrap(), "not_identified", Some(id));
+    }
+    c.send_json(&json!({"op": 5, "event": "E"})).await.unwrap();
+    let f = c.recv_frame().await.unwrap();
+    assert_error(&f, "not_identified", None);
+    assert!(f["id"].is_null(), "{f}");
+    // A frame that is not one (not JSON, a field of the wrong type, no
+    // valid op) is told so first.
+    c.send_json(&json!({"op": 0, "id": 7})).await.unwrap();
+    assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", None);
+    c.send_json(&json!({"op": 0, "id": "typed", "event": 7})).await.unwrap();
+    assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", Some("typed"));
+    c.send_json(&json!({"op": 8, "id": "op8"})).await.unwrap();
+    assert_error(&c.recv_frame().await.unwrap(), "unknown_op", Some("op8"));
+}
+
+#[actix_web::test]
 async fn before_identify_only_ping_pong_and_disconnect_are_allowed() {
     let app = spawn_app().await;
     let mut c = app.connect().await;

@@ -128,6 +128,56 @@ async fn bad_intents_are_invalid_intent() {
 }
 
 #[actix_web::test]
+async fn an_intent_without_a_target_is_invalid_intent_and_reaches_no_one() {
+    let app = spawn_app().await;
+    let (mut a, a_id) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    for (i, intent) in [
+        json!({"identifier": "g1"}),
+        json!({"target": null, "identifier": "g1"}),
+        json!({}),
+        json!({"target": "GROUP", "identifier": 5}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.send_json(&json!({"op": 0, "id": i.to_string(), "event": "E", "intent": intent}))
+            .await
+            .unwrap();
+        assert_error(&a.recv_frame().await.unwrap(), "invalid_intent", Some(&i.to_string()));
+    }
+    // B's next frame is the one sent after them: none of them reached it.
+    a.send_json(&json!({"op": 0, "id": "after", "event": "E"}))
+        .await
+        .unwrap();
+    let f = b.recv_frame().await.unwrap();
+    assert_eq!(f["id"], "after", "{f}");
+    assert_eq!(f["source"]["session"], a_id.as_str());
+}
+
+#[actix_web::test]
+async fn a_global_intent_ignores_its_identifier_and_arrives_as_sent() {
+    let app = spawn_app().await;
+    let (mut a, a_id) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    let source = json!({"session": a_id, "service": "any"});
+    for (id, intent) in [
+        ("num", json!({"target": "GLOBAL", "identifier": 5})),
+        ("obj", json!({"target": "GLOBAL", "identifier": {"x": [1]}})),
+        ("null", json!(null)),
+    ] {
+        a.send_json(&json!({"op": 0, "id": id, "event": "E", "intent": intent}))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.recv_frame().await.unwrap(),
+            json!({"id": id, "op": 0, "event": "E", "intent": intent, "source": source})
+        );
+    }
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
 async fn a_forged_source_is_overwritten_and_a_missing_id_is_assigned() {
     let app = spawn_app().await;
     let (mut a, a_id) = app.identified(&[]).await;
