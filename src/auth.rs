@@ -59,6 +59,12 @@ impl Auth {
                     bytes.ok_or_else(|| SettingsError::new(key("token_sha256"), "must be 64 hex characters"))?;
                 let mut digest = [0u8; 32];
                 digest.copy_from_slice(&bytes);
+                if digest == sha256("") {
+                    return Err(SettingsError::new(
+                        key("token_sha256"),
+                        "is the digest of the empty token",
+                    ));
+                }
                 (digest, digest == sha256(DEMO_TOKEN))
             } else if let Some(var) = &s.token_env {
                 let token = std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Source};
 use serde::Deserialize;
 
 use crate::GroupName;
@@ -231,43 +231,44 @@ impl Settings {
 
         // `[[services]]` is replaced, not merged: only the last layer that
         // defines it counts.
-        let mut services_layer = None;
+        let mut services = toml::Value::Array(Vec::new());
         let mut builder = Config::builder();
-        for (i, (name, text)) in layers.iter().enumerate() {
-            let table: toml::Table = text
+        for (name, text) in &layers {
+            let mut table: toml::Table = text
                 .parse()
                 .map_err(|e: toml::de::Error| SettingsError::new(name.clone(), e.to_string()))?;
-            if table.contains_key("services") {
-                services_layer = Some(i);
+            if let Some(list) = table.remove("services") {
+                services = list;
             }
-            let _ = table;
             builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
+        // The files, merged; every value keeps the type its file gave it.
+        let mut tree: toml::Table = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(config_error)?;
         let environment = Environment::with_prefix("HUB")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("server.allowed_origins")
-            .with_list_parse_key("server.trusted_proxies")
             .source(Some(vars.into_iter().filter(|(k, _)| k.starts_with("HUB__")).collect()));
-        builder = builder.add_source(environment);
-        let built = builder.build().map_err(config_error)?;
-        let mut settings: Settings = built.try_deserialize().map_err(config_error)?;
-
-        settings.services = match services_layer {
-            Some(i) => {
-                let table: toml::Table = layers[i]
-                    .1
-                    .parse()
-                    .map_err(|e: toml::de::Error| SettingsError::new(layers[i].0.clone(), e.to_string()))?;
-                let services = table.get("services").cloned().unwrap_or(toml::Value::Array(vec![]));
-                services
-                    .try_into()
-                    .map_err(|e: toml::de::Error| SettingsError::new("services", e.message().to_owned()))?
-            }
-            None => Vec::new(),
-        };
+        let overrides = environment.collect().map_err(config_error)?;
+        let mut overrides: Vec<_> = overrides.into_iter().collect();
+        overrides.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in overrides {
+            let text = value.into_string().map_err(config_error)?;
+            set_from_env(&mut tree, &key, text)?;
+        }
+        tree.insert("services".into(), services);
+        // Types are strict: a string where a number belongs, a number where a
+        // string belongs or a fraction where an integer belongs is an error,
+        // not converted.
+        let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            let key = e.path().to_string();
+            SettingsError::new(
+                if key == "." { "settings".into() } else { key },
+                e.into_inner().message(),
+            )
+        })?;
         settings.env = hub_env.map(str::to_owned);
         settings.validate()?;
         Ok(settings)
@@ -309,9 +310,7 @@ impl Settings {
                 return Err(SettingsError::new(key, format!("must be at most {MAX_COUNT}")));
             }
         }
-        if !self.server.ws_path.starts_with('/') {
-            return Err(SettingsError::new("server.ws_path", "must start with /"));
-        }
+        check_ws_path(&self.server.ws_path).map_err(|e| SettingsError::new("server.ws_path", e))?;
         if self.server.host.is_empty() {
             return Err(SettingsError::new("server.host", "must not be empty"));
         }
@@ -364,6 +363,9 @@ impl Settings {
                 service.token_env.is_some(),
                 service.token_file.is_some(),
             ];
+            if service.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(SettingsError::new(key("token"), "must not be empty"));
+            }
             match sources.iter().filter(|s| **s).count() {
                 0 => {
                     return Err(SettingsError::new(
@@ -392,6 +394,83 @@ impl Settings {
     pub fn demo_token_allowed(&self) -> bool {
         self.env.as_deref() != Some("production")
     }
+}
+
+/// The paths of the hub's own endpoints, which the WebSocket path must not
+/// take over.
+const RESERVED_PATHS: [&str; 5] = ["/healthz", "/readyz", "/status", "/metrics", "/api"];
+
+/// A WebSocket path is a plain path: `/`, then letters, digits and `/_.~-`,
+/// with no empty segment, and none of the hub's own endpoints.
+fn check_ws_path(path: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/_.~-".contains(c);
+    if !path.starts_with('/') || path.len() > 256 || !path.chars().all(plain) || path.contains("//") {
+        return Err(format!(
+            "{path:?} must be a plain path such as /ws: a leading /, then letters, digits and /_.~- (at most 256)"
+        ));
+    }
+    let taken = RESERVED_PATHS
+        .iter()
+        .any(|r| path == *r || (path.starts_with(r) && path[r.len()..].starts_with('/')));
+    if taken {
+        return Err(format!("{path:?} is one of the hub's own endpoints"));
+    }
+    Ok(())
+}
+
+/// The name of the environment variable that sets `key` (`server.port`).
+fn env_var_name(key: &str) -> String {
+    format!("HUB__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Sets `key` (`section.name`) from an environment variable's text, read as
+/// the type the key has in the files (the built-in defaults give every typed
+/// key one): an integer, a boolean, a list (comma-separated) or a string. A
+/// key the files do not have is a string; unknown keys are refused later.
+fn set_from_env(tree: &mut toml::Table, key: &str, text: String) -> Result<(), SettingsError> {
+    use toml::Value;
+    let var = env_var_name(key);
+    let (path, name) = match key.rsplit_once('.') {
+        Some((path, name)) => (Some(path), name),
+        None => (None, key),
+    };
+    if key == "services" || key.starts_with("services.") {
+        return Err(SettingsError::new(
+            key,
+            format!("{var}: services are defined in a settings file; a token can come from token_env or token_file"),
+        ));
+    }
+    let mut table = tree;
+    for section in path.into_iter().flat_map(|p| p.split('.')) {
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::Table(toml::Table::new()));
+        table = match entry {
+            Value::Table(t) => t,
+            _ => return Err(SettingsError::new(key, format!("{var}: {section} is not a section"))),
+        };
+    }
+    let wrong = |what: &str| SettingsError::new(key, format!("{var}: expected {what}, got {text:?}"));
+    let value = match table.get(name) {
+        Some(Value::Integer(_)) => Value::Integer(text.trim().parse().map_err(|_| wrong("an integer"))?),
+        Some(Value::Float(_)) => Value::Float(text.trim().parse().map_err(|_| wrong("a number"))?),
+        Some(Value::Boolean(_)) => Value::Boolean(match text.trim() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(wrong("true or false")),
+        }),
+        Some(Value::Array(_)) => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        ),
+        Some(Value::Table(_)) => return Err(SettingsError::new(key, format!("{var}: {name} is a section"))),
+        _ => Value::String(text),
+    };
+    table.insert(name.to_owned(), value);
+    Ok(())
 }
 
 fn read_layer(path: &Path) -> Result<(String, String), SettingsError> {
@@ -534,6 +613,84 @@ mod tests {
             (7100, 5, 7)
         );
         assert_eq!(s.server.allowed_origins, vec!["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn environment_values_are_read_as_the_type_of_their_key() {
+        let s = load(
+            &[],
+            None,
+            None,
+            &[
+                ("HUB__ADMIN__TOKEN", "0123"),
+                ("HUB__STATUS__TOKEN", "true"),
+                ("HUB__SERVER__PORT", " 9000 "),
+                ("HUB__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+                ("HUB__SERVER__ALLOWED_ORIGINS", ""),
+                ("HUB__CLUSTER__NODE_ID", "1e3"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(
+            (s.admin.token.as_deref(), s.status.token.as_deref(), s.server.port),
+            (Some("0123"), Some("true"), 9000)
+        );
+        assert_eq!(s.server.trusted_proxies, vec!["10.0.0.0/8", "127.0.0.1"]);
+        assert!(s.server.allowed_origins.is_empty());
+        assert_eq!(s.cluster.node_id.as_deref(), Some("1e3"));
+    }
+
+    #[test]
+    fn values_are_never_converted_between_types() {
+        for (config, key) in [
+            ("[server]\nport = true\n", "server.port"),
+            ("[server]\nport = \"8080\"\n", "server.port"),
+            ("[server]\nport = 70000\n", "server.port"),
+            ("[limits]\nrate_per_sec = \"yes\"\n", "limits.rate_per_sec"),
+            ("[heartbeat]\ninterval_ms = 1.5\n", "heartbeat.interval_ms"),
+            ("[admin]\ntoken = 123\n", "admin.token"),
+            ("[server]\nallowed_origins = \"https://a\"\n", "server.allowed_origins"),
+        ] {
+            let e = load(&[], None, Some(config), &[]).expect_err(config);
+            assert_eq!(e.key, key, "{config}: {e}");
+        }
+        for (var, value, key) in [
+            ("HUB__SERVER__PORT", "abc", "server.port"),
+            ("HUB__LIMITS__RATE_PER_SEC", "1e3", "limits.rate_per_sec"),
+            ("HUB__LIMITS__RATE_PER_SEC", "yes", "limits.rate_per_sec"),
+            ("HUB__HEARTBEAT__INTERVAL_MS", "1.5", "heartbeat.interval_ms"),
+            ("HUB__LIMITS__BOGUS", "1", "limits.bogus"),
+            ("HUB__SERVER", "x", "server"),
+            ("HUB__SERVICES", "x", "services"),
+        ] {
+            let e = load(&[], None, None, &[(var, value)]).expect_err(var);
+            assert_eq!(e.key, key, "{var}={value}: {e}");
+            if key != "limits.bogus" {
+                assert!(e.message.contains(var), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_websocket_path_is_a_plain_path_that_is_not_an_endpoint_of_the_hub() {
+        for path in [
+            "/ws{", "/ws/{id}", "ws", "/a//b", "/status", "/metrics", "/api", "/api/x", "/w s", "",
+        ] {
+            let e = load(&[], None, None, &[("HUB__SERVER__WS_PATH", path)]).expect_err(path);
+            assert_eq!(e.key, "server.ws_path", "{path}: {e}");
+        }
+        for path in ["/", "/socket/v1", "/ws-2.x_~", "/statuses", "/apis"] {
+            let s = load(&[], None, None, &[("HUB__SERVER__WS_PATH", path)]).expect(path);
+            assert_eq!(s.server.ws_path, path);
+        }
+    }
+
+    #[test]
+    fn an_empty_token_is_no_token() {
+        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \"\"\n"), &[]).expect_err("empty");
+        assert_eq!(e.key, "services[0].token");
+        let e = load(&[], None, Some("[[services]]\nname = \"x\"\ntoken = \" \"\n"), &[]).expect_err("blank");
+        assert_eq!(e.key, "services[0].token");
     }
 
     #[test]

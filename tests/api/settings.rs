@@ -196,6 +196,60 @@ async fn a_value_of_the_wrong_type_exits_2_naming_the_key() {
 }
 
 #[actix_web::test]
+async fn a_value_is_never_converted_to_the_type_of_its_key() {
+    assert_config_refused("[server]\nport = true\n", "server.port").await;
+    assert_config_refused("[heartbeat]\ninterval_ms = 1.5\n", "heartbeat.interval_ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hub_command(dir.path());
+    cmd.env("HUB__LIMITS__RATE_PER_SEC", "yes");
+    let (code, _, stderr) = run_to_exit(cmd).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("limits.rate_per_sec") && stderr.contains("HUB__LIMITS__RATE_PER_SEC"),
+        "{stderr}"
+    );
+}
+
+#[actix_web::test]
+async fn a_websocket_path_that_is_not_a_plain_path_exits_2_naming_the_key() {
+    for path in ["/ws{", "/status"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = hub_command(dir.path());
+        cmd.env("HUB__SERVER__WS_PATH", path);
+        let (code, _, stderr) = run_to_exit(cmd).await;
+        assert_eq!(code, Some(2), "{path}: stderr: {stderr}");
+        assert!(stderr.contains("server.ws_path"), "{stderr}");
+    }
+}
+
+#[actix_web::test]
+async fn a_token_from_the_environment_is_kept_exactly_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hub_command(dir.path());
+    cmd.env("HUB__ADMIN__TOKEN", "0123");
+    let (_hub, port) = serve(cmd).await;
+    let request = awc::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/disconnect"))
+        .insert_header(("Authorization", "Bearer 0123"))
+        .send_json(&json!({"session": uuid::Uuid::new_v4().to_string()}));
+    let response = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("answers in time")
+        .expect("request succeeds");
+    // Past the token check: the session is unknown.
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[actix_web::test]
+async fn an_empty_token_exits_2_naming_it() {
+    assert_config_refused(
+        "[[services]]\nname = \"orders\"\ntoken = \"\"\ngroups = [\"o\"]\n",
+        "services[0].token",
+    )
+    .await;
+}
+
+#[actix_web::test]
 async fn a_zero_rate_burst_from_the_environment_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = hub_command(dir.path());
