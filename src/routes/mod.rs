@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -93,31 +93,40 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/metrics", web::get().to(status::metrics))
             .route("/api/publish", web::post().to(admin::publish))
             .route("/api/disconnect", web::post().to(admin::disconnect))
-            .default_service(web::to(not_found));
+            .default_service(web::to(move |req: HttpRequest| {
+                let answer = not_found(&req, &ws_path);
+                async move { answer }
+            }));
     }
 }
 
-async fn not_found(req: actix_web::HttpRequest) -> ApiError {
-    let known = [
-        "/healthz",
-        "/readyz",
-        "/status",
-        "/metrics",
-        "/api/publish",
-        "/api/disconnect",
-    ];
-    if known.contains(&req.path()) {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{} is not allowed here", req.method()),
-        )
-    } else {
-        ApiError::new(
+/// 405 with `Allow` on a known path, 404 elsewhere.
+fn not_found(req: &HttpRequest, ws_path: &str) -> HttpResponse {
+    let allow = match req.path() {
+        "/healthz" | "/readyz" | "/status" | "/metrics" => Some("GET"),
+        "/api/publish" | "/api/disconnect" => Some("POST"),
+        path if path == ws_path => Some("GET"),
+        _ => None,
+    };
+    match allow {
+        Some(allow) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here; use {allow}", req.method()),
+            )
+            .error_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            response
+        }
+        None => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no route for {} {}", req.method(), req.path()),
         )
+        .error_response(),
     }
 }
 

@@ -65,8 +65,10 @@ pub fn bearer_ok(req: &HttpRequest, expected: &str) -> bool {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| secret_eq(given.trim(), expected))
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| secret_eq(given.trim(), expected))
 }
 
 /// Prometheus/OpenMetrics text exposition.
@@ -82,14 +84,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<StatusQuery>::from_query(req.query_string()).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("sessions must be a number: {e}"),
-        )
-    })?;
-    let listed = query.sessions.map(|n| n.min(10_000));
     if let Some(token) = &state.status_token {
         if !bearer_ok(&req, token) {
             return Err(ApiError::new(
@@ -99,6 +93,14 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             ));
         }
     }
+    let query = web::Query::<StatusQuery>::from_query(req.query_string()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("sessions must be a number: {e}"),
+        )
+    })?;
+    let listed = query.sessions.map(|n| n.min(10_000));
     let snapshot = state
         .session
         .hub

@@ -94,10 +94,24 @@ impl TestApp {
     /// Sends `method path` with an empty body; the status and the JSON body
     /// (or Null).
     pub async fn request(&self, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let authorization = bearer.map(|token| format!("Bearer {token}"));
+        let (status, _, body) = self.send(method, path, authorization.as_deref()).await;
+        (status, body)
+    }
+
+    /// Sends `method path` with an empty body, and `Authorization:
+    /// <authorization>` when given; the status, the headers and the JSON
+    /// body (or Null).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> (u16, awc::http::header::HeaderMap, Value) {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = awc::Client::new().request(method, format!("{}{path}", self.http_url));
-        if let Some(token) = bearer {
-            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        if let Some(value) = authorization {
+            req = req.insert_header(("Authorization", value));
         }
         let mut resp = tokio::time::timeout(WAIT, req.send())
             .await
@@ -106,6 +120,7 @@ impl TestApp {
         let body = resp.body().await.expect("body");
         (
             resp.status().as_u16(),
+            resp.headers().clone(),
             serde_json::from_slice(&body).unwrap_or(Value::Null),
         )
     }

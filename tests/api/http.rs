@@ -4,11 +4,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// Sends `method path` with an empty body; the status and the JSON body.
-async fn request(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
-    app.request(method, path, None).await
-}
-
 /// Asserts a body that is exactly `{code: <slug>, message: <text>}`.
 fn assert_api_error(body: &Value, code: &str) {
     let keys: Vec<&str> = body
@@ -116,14 +111,64 @@ async fn an_unknown_path_is_404_json() {
     assert_api_error(&body, "not_found");
 }
 
+/// `method path` with `Authorization: <authorization>` when given: the
+/// status, the `Allow` header and the JSON body.
+async fn raw_request(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let (status, headers, body) = app.send(method, path, authorization).await;
+    let allow = headers.get("allow").map(|v| v.to_str().expect("ascii").to_owned());
+    (status, allow, body)
+}
+
 #[actix_web::test]
-async fn a_wrong_method_is_405_json_never_500() {
-    let app = spawn_app().await;
-    for (method, path) in [("POST", "/status"), ("PUT", "/healthz"), ("DELETE", "/readyz")] {
-        let (code, body) = request(&app, method, path).await;
-        assert_eq!(code, 405, "{method} {path}: {body}");
+async fn a_wrong_method_is_405_json_with_allow_never_500() {
+    let app = spawn_app_with(|s| s.server.ws_path = "/socket/v1".into()).await;
+    for (method, path, allow) in [
+        ("POST", "/status", "GET"),
+        ("PUT", "/healthz", "GET"),
+        ("DELETE", "/readyz", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("GET", "/api/publish", "POST"),
+        ("PUT", "/api/disconnect", "POST"),
+        ("POST", "/socket/v1", "GET"),
+    ] {
+        let (code, allowed, body) = raw_request(&app, method, path, None).await;
+        assert_eq!(
+            (code, allowed.as_deref()),
+            (405, Some(allow)),
+            "{method} {path}: {body}"
+        );
         assert_api_error(&body, "method_not_allowed");
     }
+    let (code, allowed, body) = raw_request(&app, "POST", "/ws", None).await;
+    assert_eq!((code, allowed), (404, None), "{body}");
+    assert_api_error(&body, "not_found");
+}
+
+#[actix_web::test]
+async fn the_bearer_scheme_is_case_insensitive_and_auth_comes_before_the_query() {
+    let app = spawn_app_with(|s| s.status.token = Some("status-secret".into())).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let (code, _, body) = raw_request(&app, "GET", "/status", Some(&format!("{scheme} status-secret"))).await;
+        assert_eq!(code, 200, "{scheme}: {body}");
+    }
+    for auth in [
+        None,
+        Some("Basic status-secret"),
+        Some("Bearer"),
+        Some("Bearerstatus-secret"),
+    ] {
+        let (code, _, body) = raw_request(&app, "GET", "/status?sessions=x", auth).await;
+        assert_eq!(code, 401, "{auth:?}: {body}");
+        assert_api_error(&body, "unauthorized");
+    }
+    let (code, _, body) = raw_request(&app, "GET", "/status?sessions=x", Some("Bearer status-secret")).await;
+    assert_eq!(code, 400, "{body}");
+    assert_api_error(&body, "bad_request");
 }
 
 #[actix_web::test]
