@@ -12,6 +12,9 @@ pub enum CloseCode {
     Normal,
     /// The hub is stopping (graceful drain); reconnect with jitter.
     Shutdown,
+    /// The client broke the WebSocket protocol (RFC 6455), e.g. a
+    /// continuation frame with no message to continue.
+    ProtocolError,
     /// A message was larger than `limits.max_frame_bytes`.
     TooBig,
     /// Bad token or forbidden group at `IDENTIFY`; retrying cannot help.
@@ -30,9 +33,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, for metrics that list them all up front.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Normal,
         CloseCode::Shutdown,
+        CloseCode::ProtocolError,
         CloseCode::TooBig,
         CloseCode::AuthFailed,
         CloseCode::IdentifyTimeout,
@@ -47,6 +51,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::Shutdown => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::TooBig => 1009,
             CloseCode::AuthFailed => 4004,
             CloseCode::IdentifyTimeout => 4005,
@@ -62,6 +67,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::Shutdown => "shutdown",
+            CloseCode::ProtocolError => "protocol_error",
             CloseCode::TooBig => "too_big",
             CloseCode::AuthFailed => "auth_failed",
             CloseCode::IdentifyTimeout => "identify_timeout",
@@ -164,6 +170,7 @@ mod tests {
             vec![
                 (1000, "normal"),
                 (1001, "shutdown"),
+                (1002, "protocol_error"),
                 (1009, "too_big"),
                 (4004, "auth_failed"),
                 (4005, "identify_timeout"),

@@ -405,7 +405,7 @@ impl WsSession {
         }
         let Some((is_text, buf)) = self.fragments.as_mut() else {
             // A continuation without a first fragment: a protocol error.
-            return self.close(ctx, CloseCode::Normal);
+            return self.close(ctx, CloseCode::ProtocolError);
         };
         if buf.len() + chunk.len() > self.config.max_frame_bytes {
             return self.close(ctx, CloseCode::TooBig);
@@ -500,10 +500,12 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.config.hub.do_send(Leave { id: self.id });
+        // Counted before the hub hears of it, so that whoever sees the
+        // session gone in `/status` finds the close counted in `/metrics`.
         if let (Some(code), false) = (self.close_code, self.closed_by_hub) {
             self.config.metrics.disconnected(code);
         }
+        self.config.hub.do_send(Leave { id: self.id });
         log::info!(
             "disconnect: session {} service {} peer {} code {}",
             self.id,
@@ -534,8 +536,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.on_invalid_utf8(ctx),
             Err(e) => {
                 log::debug!("session {}: protocol error: {e}", self.id);
-                self.out.close(Some(ws::CloseCode::Protocol.into()));
-                ctx.stop();
+                self.close(ctx, CloseCode::ProtocolError);
             }
         }
     }

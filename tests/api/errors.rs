@@ -161,6 +161,26 @@ async fn send_fragment(
         .await
 }
 
+#[actix_web::test]
+async fn a_websocket_protocol_error_gets_disconnect_1002_then_close_1002() {
+    let app = spawn_app().await;
+    let mut w = witness(&app).await;
+    let (mut c, _) = app.identified(&[]).await;
+    // A continuation frame with no message to continue.
+    send_fragment(&mut c, "{}", false, true).await.unwrap();
+    assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(1002), Some(1002)));
+    app.wait_connections("identified", 1).await;
+    let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(format!("{}/metrics", app.http_url)).send())
+        .await
+        .expect("answers in time")
+        .expect("request succeeds");
+    let body = resp.body().await.expect("body");
+    let metrics = String::from_utf8_lossy(&body);
+    let series = "socket_hub_disconnects_total{code=\"1002\",reason=\"protocol_error\"} 1\n";
+    assert!(metrics.contains(series), "{metrics}");
+    assert_witness_still_served(&app, &mut w).await;
+}
+
 /// A text message sent as `parts` WebSocket fragments.
 async fn send_fragmented(c: &mut Client, parts: &[&str]) {
     let last = parts.len() - 1;
