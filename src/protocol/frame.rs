@@ -153,15 +153,17 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     let wire: Wire<'_> = serde_json::from_str(text)
         .map_err(|e| FrameError::new(readable_id(text).as_deref(), ErrorCode::InvalidFrame, e.to_string()))?;
     let id = wire.id;
-    if let Some(id) = &id {
-        check_name("id", id)?;
-    }
-    let id_str = id.as_deref();
+    let id_ok = id.as_deref().map_or(true, |id| check_name("id", id).is_ok());
+    // Echoed in an error only when valid.
+    let id_str = id.as_deref().filter(|_| id_ok);
     let op = match wire.op {
         None => return Err(FrameError::new(id_str, ErrorCode::InvalidFrame, "op is required")),
         Some(raw) => parse_op(raw).map_err(|code| FrameError::new(id_str, code, code.message()))?,
     };
     let refuse = |code: ErrorCode, message: String| FrameError::new(id_str, code, message).of_op(op);
+    if let Some(id) = id.as_deref().filter(|_| !id_ok) {
+        check_name("id", id).map_err(|e| refuse(e.code, e.message))?;
+    }
     if let Some(event) = &wire.event {
         check_name("event", event).map_err(|e| refuse(e.code, e.message))?;
     }
@@ -170,7 +172,11 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
             let Some(event) = wire.event else {
                 return Err(refuse(ErrorCode::InvalidFrame, "event is required on EVENT".into()));
             };
-            let intent = parse_intent(wire.intent).map_err(|(code, msg)| refuse(code, msg))?;
+            let intent = parse_intent(wire.intent).map_err(|(code, msg)| match code {
+                // An intent of the wrong type: not a frame at all.
+                ErrorCode::InvalidFrame => FrameError::new(id_str, code, msg),
+                _ => refuse(code, msg),
+            })?;
             Ok(Inbound::Event(EventFrame {
                 id,
                 event,
@@ -532,6 +538,9 @@ mod tests {
         assert_eq!(err(r#"{"op":1,"data":{"groups":[]}}"#).op, Some(op::IDENTIFY));
         assert_eq!(err(r#"{"op":5}"#).op, Some(op::REPLY));
         assert_eq!(err(r#"{"op":0,"event":"E","intent":{}}"#).op, Some(op::EVENT));
+        assert_eq!(err(r#"{"op":0,"id":""}"#).op, Some(op::EVENT));
+        assert_eq!(err(r#"{"op":1,"id":""}"#).op, Some(op::IDENTIFY));
+        assert_eq!(err(r#"{"op":0,"event":"E","intent":5}"#).op, None);
         assert_eq!(err(r#"{"op":9}"#).op, None);
         assert_eq!(err(r#"{"id":"k","event":5}"#).op, None);
     }

@@ -534,6 +534,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.on_invalid_utf8(ctx),
+            // The connection broke (no close frame): logged as 1006.
+            Err(ws::ProtocolError::Io(e)) => {
+                log::debug!("session {}: connection error: {e}", self.id);
+                ctx.stop();
+            }
             Err(e) => {
                 log::debug!("session {}: protocol error: {e}", self.id);
                 self.close(ctx, CloseCode::ProtocolError);

@@ -84,6 +84,12 @@ async fn a_second_identify_is_refused_whatever_its_data() {
         c.send_json(&json!({"op": 1, "id": id, "data": data})).await.unwrap();
         assert_error(&c.recv_frame().await.unwrap(), "already_identified", Some(id));
     }
+    c.send_json(&json!({"op": 1, "id": "i".repeat(129), "data": {"token": ANY_TOKEN}}))
+        .await
+        .unwrap();
+    let f = c.recv_frame().await.unwrap();
+    assert_error(&f, "already_identified", None);
+    assert!(f["id"].is_null(), "{f}");
 }
 
 #[actix_web::test]
@@ -101,16 +107,22 @@ async fn before_identify_an_event_or_reply_gets_not_identified_whatever_else_is_
         c.send_json(&frame).await.unwrap();
         assert_error(&c.recv_frame().await.unwrap(), "not_identified", Some(id));
     }
-    c.send_json(&json!({"op": 5, "event": "E"})).await.unwrap();
-    let f = c.recv_frame().await.unwrap();
-    assert_error(&f, "not_identified", None);
-    assert!(f["id"].is_null(), "{f}");
+    for frame in [json!({"op": 5, "event": "E"}), json!({"op": 0, "id": "", "event": "E"})] {
+        c.send_json(&frame).await.unwrap();
+        let f = c.recv_frame().await.unwrap();
+        assert_error(&f, "not_identified", None);
+        assert!(f["id"].is_null(), "{f}");
+    }
     // A frame that is not one (not JSON, a field of the wrong type, no
     // valid op) is told so first.
     c.send_json(&json!({"op": 0, "id": 7})).await.unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", None);
     c.send_json(&json!({"op": 0, "id": "typed", "event": 7})).await.unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", Some("typed"));
+    c.send_json(&json!({"op": 0, "id": "intent", "event": "E", "intent": "GLOBAL"}))
+        .await
+        .unwrap();
+    assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", Some("intent"));
     c.send_json(&json!({"op": 8, "id": "op8"})).await.unwrap();
     assert_error(&c.recv_frame().await.unwrap(), "unknown_op", Some("op8"));
 }
