@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::settings::{Settings, SettingsError, DEMO_TOKEN};
+use crate::settings::{blank, Settings, SettingsError, DEMO_TOKEN};
 use crate::{GroupName, ServiceName};
 
 /// One service allowed to identify.
@@ -67,7 +67,7 @@ impl Auth {
                 }
                 (digest, digest == sha256(DEMO_TOKEN))
             } else if let Some(var) = &s.token_env {
-                let token = std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                let token = std::env::var(var).ok().filter(|t| !blank(t)).ok_or_else(|| {
                     SettingsError::new(
                         key("token_env"),
                         format!("environment variable {var} is unset or empty"),
@@ -78,7 +78,7 @@ impl Auth {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| SettingsError::new(key("token_file"), format!("{}: {e}", path.display())))?;
                 let token = text.trim_end_matches(['\n', '\r']);
-                if token.is_empty() {
+                if blank(token) {
                     return Err(SettingsError::new(
                         key("token_file"),
                         format!("{} is empty", path.display()),
@@ -176,6 +176,26 @@ mod tests {
         std::fs::write(&path, extra).expect("write");
         let settings = Settings::load_from(Path::new("/nonexistent"), env, Some(&path), Vec::new())?;
         Auth::from_settings(&settings)
+    }
+
+    #[test]
+    fn a_blank_token_from_any_source_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("blank");
+        std::fs::write(&file, " \n").expect("write");
+        std::env::set_var("SOCKET_HUB_TEST_BLANK_TOKEN", "  ");
+        let empty_digest = hex::encode(sha256(""));
+        for (source, key) in [
+            (format!("token_sha256=\"{empty_digest}\""), "services[0].token_sha256"),
+            (
+                "token_env=\"SOCKET_HUB_TEST_BLANK_TOKEN\"".to_owned(),
+                "services[0].token_env",
+            ),
+            (format!("token_file=\"{}\"", file.display()), "services[0].token_file"),
+        ] {
+            let e = auth(&format!("[[services]]\nname=\"x\"\n{source}\n"), None).expect_err(&source);
+            assert_eq!(e.key, key, "{e}");
+        }
     }
 
     #[test]

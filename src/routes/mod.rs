@@ -83,6 +83,19 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The hub's own endpoints, each with the one method it answers.
+pub const ENDPOINTS: [(&str, &str); 6] = [
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/status", "GET"),
+    ("/metrics", "GET"),
+    ("/api/publish", "POST"),
+    ("/api/disconnect", "POST"),
+];
+
+/// Where the admin API lives, now and later: no WebSocket path under it.
+pub const API_PREFIX: &str = "/api/";
+
 /// Mounts every route. `ws_path` comes from the settings.
 pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -102,12 +115,11 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// 405 with `Allow` on a known path, 404 elsewhere.
 fn not_found(req: &HttpRequest, ws_path: &str) -> HttpResponse {
-    let allow = match req.path() {
-        "/healthz" | "/readyz" | "/status" | "/metrics" => Some("GET"),
-        "/api/publish" | "/api/disconnect" => Some("POST"),
-        path if path == ws_path => Some("GET"),
-        _ => None,
-    };
+    let allow = ENDPOINTS
+        .iter()
+        .chain([(ws_path, "GET")].iter())
+        .find(|(path, _)| *path == req.path())
+        .map(|(_, method)| *method);
     match allow {
         Some(allow) => {
             let mut response = ApiError::new(

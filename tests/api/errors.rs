@@ -170,12 +170,7 @@ async fn a_websocket_protocol_error_gets_disconnect_1002_then_close_1002() {
     send_fragment(&mut c, "{}", false, true).await.unwrap();
     assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(1002), Some(1002)));
     app.wait_connections("identified", 1).await;
-    let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(format!("{}/metrics", app.http_url)).send())
-        .await
-        .expect("answers in time")
-        .expect("request succeeds");
-    let body = resp.body().await.expect("body");
-    let metrics = String::from_utf8_lossy(&body);
+    let metrics = app.metrics().await;
     let series = "socket_hub_disconnects_total{code=\"1002\",reason=\"protocol_error\"} 1\n";
     assert!(metrics.contains(series), "{metrics}");
     assert_witness_still_served(&app, &mut w).await;

@@ -130,6 +130,18 @@ impl TestApp {
         self.request("GET", path, bearer).await
     }
 
+    /// `/metrics`, the text exposition.
+    pub async fn metrics(&self) -> String {
+        let request = awc::Client::new().get(format!("{}/metrics", self.http_url)).send();
+        let mut resp = tokio::time::timeout(WAIT, request)
+            .await
+            .expect("answers in time")
+            .expect("request succeeds");
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = resp.body().await.expect("body");
+        String::from_utf8(body.to_vec()).expect("UTF-8")
+    }
+
     /// `/status` as JSON.
     pub async fn status(&self) -> Value {
         let (code, body) = self.get("/status", None).await;

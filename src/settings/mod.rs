@@ -10,15 +10,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat, Source};
+mod env;
+
+use config::{Config, File, FileFormat};
 use serde::Deserialize;
 
 use crate::GroupName;
 
 /// The commented default settings, also shipped as `settings/default.toml`.
-pub const DEFAULT_TOML: &str = include_str!("../settings/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../settings/default.toml");
 /// The production overlay, also shipped as `settings/production.toml`.
-pub const PRODUCTION_TOML: &str = include_str!("../settings/production.toml");
+pub const PRODUCTION_TOML: &str = include_str!("../../settings/production.toml");
 /// The demo service's token: accepted only outside `HUB_ENV=production`, and
 /// a warning is logged while it is active.
 pub const DEMO_TOKEN: &str = "demo-token";
@@ -234,9 +236,7 @@ impl Settings {
         let mut services = toml::Value::Array(Vec::new());
         let mut builder = Config::builder();
         for (name, text) in &layers {
-            let mut table: toml::Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| SettingsError::new(name.clone(), e.to_string()))?;
+            let mut table: toml::Table = text.parse().map_err(|e| syntax_error(name, text, &e))?;
             if let Some(list) = table.remove("services") {
                 services = list;
             }
@@ -247,27 +247,25 @@ impl Settings {
             .build()
             .and_then(Config::try_deserialize)
             .map_err(config_error)?;
-        let environment = Environment::with_prefix("HUB")
-            .prefix_separator("__")
-            .separator("__")
-            .source(Some(vars.into_iter().filter(|(k, _)| k.starts_with("HUB__")).collect()));
-        let overrides = environment.collect().map_err(config_error)?;
-        let mut overrides: Vec<_> = overrides.into_iter().collect();
-        overrides.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in overrides {
-            let text = value.into_string().map_err(config_error)?;
-            set_from_env(&mut tree, &key, text)?;
-        }
+        let from_env = env::apply(&mut tree, vars)?;
         tree.insert("services".into(), services);
         // Types are strict: a string where a number belongs, a number where a
         // string belongs or a fraction where an integer belongs is an error,
         // not converted.
         let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-            let key = e.path().to_string();
-            SettingsError::new(
-                if key == "." { "settings".into() } else { key },
-                e.into_inner().message(),
-            )
+            let key = match e.path().to_string() {
+                root if root == "." => "settings".to_owned(),
+                key => key,
+            };
+            let mut message = if env::is_secret(&key) {
+                "must be text in quotes (the value is not shown)".to_owned()
+            } else {
+                e.into_inner().message().to_owned()
+            };
+            if let Some(var) = from_env.get(&key) {
+                message = format!("{var}: {message}");
+            }
+            SettingsError::new(key, message)
         })?;
         settings.env = hub_env.map(str::to_owned);
         settings.validate()?;
@@ -315,7 +313,7 @@ impl Settings {
             return Err(SettingsError::new("server.host", "must not be empty"));
         }
         for (key, token) in [("status.token", &self.status.token), ("admin.token", &self.admin.token)] {
-            if token.as_deref() == Some("") {
+            if token.as_deref().is_some_and(blank) {
                 return Err(SettingsError::new(key, "must not be empty (leave it unset instead)"));
             }
         }
@@ -363,7 +361,7 @@ impl Settings {
                 service.token_env.is_some(),
                 service.token_file.is_some(),
             ];
-            if service.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            if service.token.as_deref().is_some_and(blank) {
                 return Err(SettingsError::new(key("token"), "must not be empty"));
             }
             match sources.iter().filter(|s| **s).count() {
@@ -396,81 +394,44 @@ impl Settings {
     }
 }
 
-/// The paths of the hub's own endpoints, which the WebSocket path must not
-/// take over.
-const RESERVED_PATHS: [&str; 5] = ["/healthz", "/readyz", "/status", "/metrics", "/api"];
-
 /// A WebSocket path is a plain path: `/`, then letters, digits and `/_.~-`,
-/// with no empty segment, and none of the hub's own endpoints.
+/// with no empty, `.` or `..` segment (clients remove those before sending),
+/// and none of the hub's own endpoints, nor a parent of one.
 fn check_ws_path(path: &str) -> Result<(), String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/_.~-".contains(c);
-    if !path.starts_with('/') || path.len() > 256 || !path.chars().all(plain) || path.contains("//") {
+    let dots = path.split('/').any(|segment| segment == "." || segment == "..");
+    if !path.starts_with('/') || path.len() > 256 || !path.chars().all(plain) || path.contains("//") || dots {
         return Err(format!(
             "{path:?} must be a plain path such as /ws: a leading /, then letters, digits and /_.~- (at most 256)"
         ));
     }
-    let taken = RESERVED_PATHS
-        .iter()
-        .any(|r| path == *r || (path.starts_with(r) && path[r.len()..].starts_with('/')));
+    let taken = crate::routes::ENDPOINTS.iter().any(|(endpoint, _)| {
+        *endpoint == path || endpoint.strip_prefix(path).is_some_and(|rest| rest.starts_with('/'))
+    }) || path.starts_with(crate::routes::API_PREFIX);
     if taken {
         return Err(format!("{path:?} is one of the hub's own endpoints"));
     }
     Ok(())
 }
 
-/// The name of the environment variable that sets `key` (`server.port`).
-fn env_var_name(key: &str) -> String {
-    format!("HUB__{}", key.replace('.', "__").to_uppercase())
+/// True for a token that is empty or only whitespace: never a valid one.
+pub fn blank(token: &str) -> bool {
+    token.trim().is_empty()
 }
 
-/// Sets `key` (`section.name`) from an environment variable's text, read as
-/// the type the key has in the files (the built-in defaults give every typed
-/// key one): an integer, a boolean, a list (comma-separated) or a string. A
-/// key the files do not have is a string; unknown keys are refused later.
-fn set_from_env(tree: &mut toml::Table, key: &str, text: String) -> Result<(), SettingsError> {
-    use toml::Value;
-    let var = env_var_name(key);
-    let (path, name) = match key.rsplit_once('.') {
-        Some((path, name)) => (Some(path), name),
-        None => (None, key),
-    };
-    if key == "services" || key.starts_with("services.") {
-        return Err(SettingsError::new(
-            key,
-            format!("{var}: services are defined in a settings file; a token can come from token_env or token_file"),
-        ));
-    }
-    let mut table = tree;
-    for section in path.into_iter().flat_map(|p| p.split('.')) {
-        let entry = table
-            .entry(section.to_owned())
-            .or_insert_with(|| Value::Table(toml::Table::new()));
-        table = match entry {
-            Value::Table(t) => t,
-            _ => return Err(SettingsError::new(key, format!("{var}: {section} is not a section"))),
-        };
-    }
-    let wrong = |what: &str| SettingsError::new(key, format!("{var}: expected {what}, got {text:?}"));
-    let value = match table.get(name) {
-        Some(Value::Integer(_)) => Value::Integer(text.trim().parse().map_err(|_| wrong("an integer"))?),
-        Some(Value::Float(_)) => Value::Float(text.trim().parse().map_err(|_| wrong("a number"))?),
-        Some(Value::Boolean(_)) => Value::Boolean(match text.trim() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(wrong("true or false")),
-        }),
-        Some(Value::Array(_)) => Value::Array(
-            text.split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(|item| Value::String(item.to_owned()))
-                .collect(),
-        ),
-        Some(Value::Table(_)) => return Err(SettingsError::new(key, format!("{var}: {name} is a section"))),
-        _ => Value::String(text),
-    };
-    table.insert(name.to_owned(), value);
-    Ok(())
+/// A layer that is not valid TOML: where and why, without the line itself
+/// (it may hold a token).
+fn syntax_error(name: &str, text: &str, e: &toml::de::Error) -> SettingsError {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    SettingsError::new(name, format!("not valid TOML{at}: {}", e.message().trim_end()))
 }
 
 fn read_layer(path: &Path) -> Result<(String, String), SettingsError> {
@@ -480,7 +441,7 @@ fn read_layer(path: &Path) -> Result<(String, String), SettingsError> {
 }
 
 /// Turns config's error into one that names the key.
-fn config_error(e: config::ConfigError) -> SettingsError {
+pub(crate) fn config_error(e: config::ConfigError) -> SettingsError {
     let text = e.to_string();
     // config reports "... for key `limits.rate_per_sec`" or "missing field `x`".
     let key = text
@@ -665,9 +626,32 @@ mod tests {
         ] {
             let e = load(&[], None, None, &[(var, value)]).expect_err(var);
             assert_eq!(e.key, key, "{var}={value}: {e}");
-            if key != "limits.bogus" {
-                assert!(e.message.contains(var), "{e}");
-            }
+            assert!(e.message.contains(var), "{e}");
+        }
+        let e = load(&[], None, None, &[("HUB__SERVER__PORT", "70000")]).expect_err("too big");
+        assert_eq!(e.key, "server.port");
+        assert!(e.message.starts_with("HUB__SERVER__PORT: "), "{e}");
+    }
+
+    #[test]
+    fn a_token_never_shows_in_a_settings_error() {
+        for config in [
+            "[admin]\ntoken = 918273\n",
+            "[status]\ntoken = 918273.5\n",
+            "[[services]]\nname = \"x\"\ntoken = 918273\n",
+            "[[services]]\nname = \"x\"\ntoken = \"918273\n",
+            "[admin]\ntoken = \"918273\"\n[admin]\n",
+        ] {
+            let e = load(&[], None, Some(config), &[]).expect_err(config);
+            assert!(!e.to_string().contains("918273"), "{config}: {e}");
+        }
+        let e = load(&[], None, Some("[admin]\ntoken = 918273\n"), &[]).expect_err("number");
+        assert_eq!(e.key, "admin.token");
+        let e = load(&[], None, Some("[server]\nport = 1\nport = 2\n"), &[]).expect_err("twice");
+        assert!(e.message.contains("line 3"), "{e}");
+        for token in [" ", ""] {
+            let e = load(&[], None, None, &[("HUB__ADMIN__TOKEN", token)]).expect_err("blank");
+            assert_eq!(e.key, "admin.token");
         }
     }
 
