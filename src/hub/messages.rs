@@ -121,17 +121,18 @@ pub struct SessionInfo {
     pub service: Option<String>,
     /// The client's address (from the forwarding headers of a trusted proxy).
     pub address: Option<String>,
-    pub groups: Vec<String>,
+    pub groups: Vec<GroupName>,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub connections: usize,
     pub identified: usize,
-    /// Group name -> member count, sorted by name.
-    pub groups: Vec<(String, usize)>,
-    /// Service name -> session count, sorted by name.
-    pub services: Vec<(String, usize)>,
+    /// Group name -> member count, in no order: the HTTP worker sorts, so
+    /// that the hub's thread only copies pointers.
+    pub groups: Vec<(GroupName, usize)>,
+    /// Service name -> session count, in no order.
+    pub services: Vec<(ServiceName, usize)>,
     /// The first sessions of the table, when asked for.
     pub sessions: Vec<SessionInfo>,
 }

@@ -404,10 +404,8 @@ impl Handler<Barrier> for Hub {
 impl Handler<GetSnapshot> for Hub {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, msg: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
-        let mut groups: Vec<(String, usize)> = self.registry.groups().map(|(g, n)| (g.to_string(), n)).collect();
-        groups.sort();
-        let mut services: Vec<(String, usize)> = self.registry.services().map(|(s, n)| (s.to_string(), n)).collect();
-        services.sort();
+        let groups = self.registry.groups().map(|(g, n)| (g.clone(), n)).collect();
+        let services = self.registry.services().map(|(s, n)| (s.clone(), n)).collect();
         MessageResult(Snapshot {
             connections: self.registry.len(),
             identified: self.registry.identified_len(),
@@ -421,7 +419,7 @@ impl Handler<GetSnapshot> for Hub {
                     session: e.id.to_string(),
                     service: e.service.as_deref().map(str::to_owned),
                     address: e.link.peer.clone(),
-                    groups: e.groups.iter().map(|g| g.to_string()).collect(),
+                    groups: e.groups.to_vec(),
                 })
                 .collect(),
         })

@@ -118,8 +118,8 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             total: snapshot.connections,
             identified: snapshot.identified,
         },
-        groups: snapshot.groups.into_iter().collect(),
-        services: snapshot.services.into_iter().collect(),
+        groups: snapshot.groups.into_iter().map(|(g, n)| (g.to_string(), n)).collect(),
+        services: snapshot.services.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
         messages: Messages {
             received,
             delivered,
