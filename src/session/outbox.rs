@@ -30,8 +30,14 @@ use futures_util::Stream;
 
 /// The longest piece the body hands the HTTP layer at once: under the
 /// 128 KiB above which actix-http drops its write buffer after a write and
-/// starts again from 8 KiB.
+/// starts again from 8 KiB. (A buffer it grew below that is kept for the life
+/// of the connection; BENCHMARKS.md, "Memory after a burst", has what smaller
+/// pieces cost instead.)
 const MAX_PIECE: usize = 64 * 1024;
+
+/// Room for queued chunks kept once the queue is empty; a burst's larger
+/// queue is given back.
+const KEEP_CHUNKS: usize = 8;
 
 /// What the session has to send, in order. Shared by the session actor and
 /// its [`Body`], on the same thread.
@@ -107,7 +113,13 @@ impl Outbox {
         let mut q = self.0.borrow_mut();
         let q = &mut *q;
         if q.chunks.is_empty() {
-            // Taken whole, so that an idle session keeps no buffer.
+            if q.chunks.capacity() > KEEP_CHUNKS {
+                q.chunks = VecDeque::new();
+            }
+            if q.tail.len() > MAX_PIECE {
+                return Some(q.tail.split_to(MAX_PIECE).freeze());
+            }
+            // The rest taken whole, so that an idle session keeps no buffer.
             return (!q.tail.is_empty()).then(|| std::mem::take(&mut q.tail).freeze());
         }
         let (chunk, counted) = q.chunks.front_mut()?;
@@ -246,6 +258,40 @@ mod tests {
         o.text("hello");
         assert_eq!(drain(&o).len(), 1);
         assert_eq!(o.0.borrow().tail.capacity(), 0);
+    }
+
+    #[test]
+    fn no_piece_is_longer_than_max_piece_and_the_bytes_stay_in_order() {
+        let (o, _) = outbox();
+        // A pong echoing a large ping: the session's own frame.
+        let ping = vec![1u8; MAX_PIECE * 2];
+        o.pong(&ping);
+        let chunk = Bytes::from(vec![2u8; MAX_PIECE + 1]);
+        o.push(chunk.clone(), 0);
+        o.text("after");
+        let pieces = drain(&o);
+        assert!(
+            pieces.iter().all(|p| p.len() <= MAX_PIECE),
+            "{:?}",
+            pieces.iter().map(Bytes::len).collect::<Vec<_>>()
+        );
+        let mut expected = BytesMut::new();
+        Parser::write_message(&mut expected, &ping, OpCode::Pong, true, false);
+        expected.extend_from_slice(&chunk);
+        Parser::write_message(&mut expected, "after", OpCode::Text, true, false);
+        let all: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(all, expected.to_vec());
+    }
+
+    #[test]
+    fn a_burst_s_queue_is_given_back_once_drained() {
+        let (o, _) = outbox();
+        for _ in 0..1000 {
+            o.push(Bytes::from_static(b"HUB"), 0);
+        }
+        assert!(o.0.borrow().chunks.capacity() >= 1000);
+        assert_eq!(drain(&o).len(), 1000);
+        assert!(o.0.borrow().chunks.capacity() <= KEEP_CHUNKS);
     }
 
     /// A context stand-in: yields what it is given, then ends.
