@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
+use socket_hub::client::Client;
 
 use crate::helpers::*;
 
@@ -108,18 +109,9 @@ async fn no_recipient_is_unknown_target_with_the_frame_id() {
     assert_error(&a.recv_frame().await.unwrap(), "unknown_target", Some("nouuid"));
 }
 
-#[actix_web::test]
-async fn bad_intents_are_invalid_intent() {
-    let app = spawn_app().await;
-    let (mut a, _) = app.identified(&[]).await;
-    for (i, intent) in [
-        json!({"target": "GROUP"}),
-        json!({"target": "DIRECT", "identifier": null}),
-        json!({"target": "SOMEONE", "identifier": "x"}),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+/// Sends an `EVENT` with each intent, and asserts `invalid_intent` for each.
+async fn assert_invalid_intents(a: &mut Client, intents: &[Value]) {
+    for (i, intent) in intents.iter().enumerate() {
         a.send_json(&json!({"op": 0, "id": i.to_string(), "event": "E", "intent": intent}))
             .await
             .unwrap();
@@ -128,24 +120,29 @@ async fn bad_intents_are_invalid_intent() {
 }
 
 #[actix_web::test]
+async fn bad_intents_are_invalid_intent() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let intents = [
+        json!({"target": "GROUP"}),
+        json!({"target": "DIRECT", "identifier": null}),
+        json!({"target": "SOMEONE", "identifier": "x"}),
+    ];
+    assert_invalid_intents(&mut a, &intents).await;
+}
+
+#[actix_web::test]
 async fn an_intent_without_a_target_is_invalid_intent_and_reaches_no_one() {
     let app = spawn_app().await;
     let (mut a, a_id) = app.identified(&[]).await;
     let (mut b, _) = app.identified(&[]).await;
-    for (i, intent) in [
+    let intents = [
         json!({"identifier": "g1"}),
         json!({"target": null, "identifier": "g1"}),
         json!({}),
         json!({"target": "GROUP", "identifier": 5}),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        a.send_json(&json!({"op": 0, "id": i.to_string(), "event": "E", "intent": intent}))
-            .await
-            .unwrap();
-        assert_error(&a.recv_frame().await.unwrap(), "invalid_intent", Some(&i.to_string()));
-    }
+    ];
+    assert_invalid_intents(&mut a, &intents).await;
     // B's next frame is the one sent after them: none of them reached it.
     a.send_json(&json!({"op": 0, "id": "after", "event": "E"}))
         .await

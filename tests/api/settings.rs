@@ -162,6 +162,20 @@ async fn assert_config_refused(config: &str, key: &str) {
     assert!(stderr.contains(key), "stderr does not name {key}: {stderr}");
 }
 
+/// Runs the binary with the environment variable `var=value`, in a dir
+/// without `settings/`, and asserts exit code 2 with each of `named` on
+/// stderr.
+async fn assert_env_refused(var: &str, value: &str, named: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hub_command(dir.path());
+    cmd.env(var, value);
+    let (code, _, stderr) = run_to_exit(cmd).await;
+    assert_eq!(code, Some(2), "{var}={value}: stderr: {stderr}");
+    for name in named {
+        assert!(stderr.contains(name), "stderr does not name {name}: {stderr}");
+    }
+}
+
 /// Identifies with `token` and returns the service name it was accepted as.
 async fn accepted_as(port: u16, token: &str) -> String {
     let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/ws"))
@@ -199,26 +213,18 @@ async fn a_value_of_the_wrong_type_exits_2_naming_the_key() {
 async fn a_value_is_never_converted_to_the_type_of_its_key() {
     assert_config_refused("[server]\nport = true\n", "server.port").await;
     assert_config_refused("[heartbeat]\ninterval_ms = 1.5\n", "heartbeat.interval_ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = hub_command(dir.path());
-    cmd.env("HUB__LIMITS__RATE_PER_SEC", "yes");
-    let (code, _, stderr) = run_to_exit(cmd).await;
-    assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("limits.rate_per_sec") && stderr.contains("HUB__LIMITS__RATE_PER_SEC"),
-        "{stderr}"
-    );
+    assert_env_refused(
+        "HUB__LIMITS__RATE_PER_SEC",
+        "yes",
+        &["limits.rate_per_sec", "HUB__LIMITS__RATE_PER_SEC"],
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn a_websocket_path_that_is_not_a_plain_path_exits_2_naming_the_key() {
     for path in ["/ws{", "/status"] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = hub_command(dir.path());
-        cmd.env("HUB__SERVER__WS_PATH", path);
-        let (code, _, stderr) = run_to_exit(cmd).await;
-        assert_eq!(code, Some(2), "{path}: stderr: {stderr}");
-        assert!(stderr.contains("server.ws_path"), "{stderr}");
+        assert_env_refused("HUB__SERVER__WS_PATH", path, &["server.ws_path"]).await;
     }
 }
 
@@ -251,12 +257,7 @@ async fn an_empty_token_exits_2_naming_it() {
 
 #[actix_web::test]
 async fn a_zero_rate_burst_from_the_environment_exits_2_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = hub_command(dir.path());
-    cmd.env("HUB__LIMITS__RATE_BURST", "0");
-    let (code, _, stderr) = run_to_exit(cmd).await;
-    assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("limits.rate_burst"), "{stderr}");
+    assert_env_refused("HUB__LIMITS__RATE_BURST", "0", &["limits.rate_burst"]).await;
 }
 
 #[actix_web::test]
@@ -279,12 +280,7 @@ async fn an_invalid_group_pattern_exits_2_naming_the_key() {
 
 #[actix_web::test]
 async fn a_hub_env_without_its_file_exits_2_naming_hub_env() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = hub_command(dir.path());
-    cmd.env("HUB_ENV", "nope");
-    let (code, _, stderr) = run_to_exit(cmd).await;
-    assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("HUB_ENV"), "{stderr}");
+    assert_env_refused("HUB_ENV", "nope", &["HUB_ENV"]).await;
 }
 
 #[actix_web::test]
