@@ -112,6 +112,11 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        if settings.server.compact_write_buffers {
+            // One body piece at a time, while the write buffer is empty: with
+            // pieces that fit its first 8 KiB it never grows.
+            server = server.h1_write_buffer_size(1);
+        }
         let server = server
             .listen(listener)
             .map_err(|source| BuildError::Bind {

@@ -64,6 +64,8 @@ pub struct SessionConfig {
     pub mailbox_capacity: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// The longest piece a session hands the HTTP layer at once, in KiB.
+    pub piece_kib: u8,
 }
 
 impl SessionConfig {
@@ -80,6 +82,11 @@ impl SessionConfig {
             mailbox_capacity: settings.limits.max_outbound_bytes / FRAME_OVERHEAD + 16,
             rate_per_sec: settings.limits.rate_per_sec,
             rate_burst: settings.limits.rate_burst,
+            piece_kib: if settings.server.compact_write_buffers {
+                outbox::COMPACT_PIECE_KIB
+            } else {
+                outbox::PIECE_KIB
+            },
         }
     }
 }
@@ -146,6 +153,7 @@ impl WsSession {
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
         let identify_by = now + config.identify_timeout;
         let outbound = Arc::new(AtomicUsize::new(0));
+        let out = Outbox::new(outbound.clone(), config.piece_kib);
         WsSession {
             id: SessionId::new(),
             config,
@@ -157,7 +165,7 @@ impl WsSession {
             drops: DropWindow::default(),
             unacked_frames: 0,
             unacked_bytes: 0,
-            out: Outbox::new(outbound.clone()),
+            out,
             outbound,
             closer,
             fragments: None,

@@ -28,12 +28,18 @@ use actix_http::ws::{CloseReason, OpCode, Parser};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
-/// The longest piece the body hands the HTTP layer at once: under the
-/// 128 KiB above which actix-http drops its write buffer after a write and
-/// starts again from 8 KiB. (A buffer it grew below that is kept for the life
-/// of the connection; BENCHMARKS.md, "Memory after a burst", has what smaller
-/// pieces cost instead.)
-const MAX_PIECE: usize = 64 * 1024;
+/// The longest piece the body hands the HTTP layer at once, in KiB: under
+/// the 128 KiB above which actix-http drops its write buffer after a write
+/// and starts again from 8 KiB. (A buffer it grew below that is kept for the
+/// life of the connection.)
+pub const PIECE_KIB: u8 = 64;
+
+/// The longest piece with `server.compact_write_buffers`: what fits the HTTP
+/// layer's first 8 KiB write buffer. With it the HTTP layer takes a piece
+/// only while its buffer is empty ([`crate::startup`] sets its write buffer
+/// size to 1), so the buffer never grows. BENCHMARKS.md, "Memory after a
+/// burst", has what each costs.
+pub const COMPACT_PIECE_KIB: u8 = 8;
 
 /// Room for queued chunks kept once the queue is empty; a burst's larger
 /// queue is given back.
@@ -54,15 +60,20 @@ struct Queue {
     outbound: Arc<AtomicUsize>,
     /// The close frame is queued: nothing may follow it.
     closed: bool,
+    /// The longest piece handed on at once, in KiB (in the padding after
+    /// `closed`: no bytes added per session).
+    piece_kib: u8,
 }
 
 impl Outbox {
-    pub fn new(outbound: Arc<AtomicUsize>) -> Self {
+    /// An outbox handing on pieces of at most `piece_kib` KiB.
+    pub fn new(outbound: Arc<AtomicUsize>, piece_kib: u8) -> Self {
         Outbox(Rc::new(RefCell::new(Queue {
             chunks: VecDeque::new(),
             tail: BytesMut::new(),
             outbound,
             closed: false,
+            piece_kib,
         })))
     }
 
@@ -108,23 +119,24 @@ impl Outbox {
         q.chunks.push_back((chunk, counted));
     }
 
-    /// The next piece to write, at most [`MAX_PIECE`] long.
+    /// The next piece to write, at most the outbox's piece size long.
     fn pop(&self) -> Option<Bytes> {
         let mut q = self.0.borrow_mut();
         let q = &mut *q;
+        let max_piece = usize::from(q.piece_kib) * 1024;
         if q.chunks.is_empty() {
             if q.chunks.capacity() > KEEP_CHUNKS {
                 q.chunks = VecDeque::new();
             }
-            if q.tail.len() > MAX_PIECE {
-                return Some(q.tail.split_to(MAX_PIECE).freeze());
+            if q.tail.len() > max_piece {
+                return Some(q.tail.split_to(max_piece).freeze());
             }
             // The rest taken whole, so that an idle session keeps no buffer.
             return (!q.tail.is_empty()).then(|| std::mem::take(&mut q.tail).freeze());
         }
         let (chunk, counted) = q.chunks.front_mut()?;
-        if chunk.len() > MAX_PIECE {
-            return Some(chunk.split_to(MAX_PIECE));
+        if chunk.len() > max_piece {
+            return Some(chunk.split_to(max_piece));
         }
         let counted = *counted;
         let (chunk, _) = q.chunks.pop_front()?;
@@ -190,9 +202,11 @@ mod tests {
     use super::*;
     use futures_util::task::noop_waker;
 
+    const MAX_PIECE: usize = PIECE_KIB as usize * 1024;
+
     fn outbox() -> (Outbox, Arc<AtomicUsize>) {
         let outbound = Arc::new(AtomicUsize::new(0));
-        (Outbox::new(outbound.clone()), outbound)
+        (Outbox::new(outbound.clone(), PIECE_KIB), outbound)
     }
 
     fn drain(o: &Outbox) -> Vec<Bytes> {
@@ -263,15 +277,23 @@ mod tests {
     #[test]
     fn no_piece_is_longer_than_max_piece_and_the_bytes_stay_in_order() {
         let (o, _) = outbox();
+        assert_pieces_bounded(&o, MAX_PIECE);
+        let compact = Outbox::new(Arc::new(AtomicUsize::new(0)), COMPACT_PIECE_KIB);
+        assert_pieces_bounded(&compact, usize::from(COMPACT_PIECE_KIB) * 1024);
+    }
+
+    /// A large own frame, a chunk and a small frame leave in pieces of at
+    /// most `max` bytes, their bytes in order.
+    fn assert_pieces_bounded(o: &Outbox, max: usize) {
         // A pong echoing a large ping: the session's own frame.
-        let ping = vec![1u8; MAX_PIECE * 2];
+        let ping = vec![1u8; max * 2];
         o.pong(&ping);
-        let chunk = Bytes::from(vec![2u8; MAX_PIECE + 1]);
+        let chunk = Bytes::from(vec![2u8; max + 1]);
         o.push(chunk.clone(), 0);
         o.text("after");
-        let pieces = drain(&o);
+        let pieces = drain(o);
         assert!(
-            pieces.iter().all(|p| p.len() <= MAX_PIECE),
+            pieces.iter().all(|p| p.len() <= max),
             "{:?}",
             pieces.iter().map(Bytes::len).collect::<Vec<_>>()
         );

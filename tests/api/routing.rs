@@ -227,9 +227,22 @@ async fn frames_from_one_sender_arrive_in_order() {
 /// or a copy of its own frames, and however the socket writes are cut.
 #[actix_web::test]
 async fn interleaved_group_and_direct_frames_of_any_size_reach_each_recipient_whole_and_in_order() {
+    interleaved_frames_reach_each_recipient_whole_and_in_order(false).await;
+}
+
+#[actix_web::test]
+async fn with_compact_write_buffers_frames_of_any_size_still_arrive_whole_and_in_order() {
+    interleaved_frames_reach_each_recipient_whole_and_in_order(true).await;
+}
+
+/// 300 frames, some of 150 KB, to a group and to two sessions, then a
+/// 150 KB `PING` answered by its `PONG`: each recipient gets its frames whole
+/// and in order, and nothing else.
+async fn interleaved_frames_reach_each_recipient_whole_and_in_order(compact_write_buffers: bool) {
     let app = spawn_app_with(|s| {
         s.limits.max_frame_bytes = 256 * 1024;
         s.limits.max_outbound_bytes = 16 << 20;
+        s.server.compact_write_buffers = compact_write_buffers;
     })
     .await;
     let (mut publisher, _) = app.identified(&[]).await;
@@ -273,4 +286,11 @@ async fn interleaved_group_and_direct_frames_of_any_size_reach_each_recipient_wh
         assert_silent(client, Duration::from_millis(100)).await;
     }
     assert_silent(&mut publisher, Duration::from_millis(50)).await;
+    both.send_json(&json!({"op": 3, "id": "big", "data": big}))
+        .await
+        .unwrap();
+    assert_eq!(
+        both.recv_frame().await.unwrap(),
+        json!({"op": 4, "id": "big", "data": big})
+    );
 }
