@@ -64,8 +64,9 @@ pub struct SessionConfig {
     pub mailbox_capacity: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
-    /// The longest piece a session hands the HTTP layer at once, in KiB.
-    pub piece_kib: u8,
+    /// `server.compact_write_buffers`: the session's outbox hands on 8 KiB
+    /// pieces.
+    pub compact_writes: bool,
 }
 
 impl SessionConfig {
@@ -82,11 +83,7 @@ impl SessionConfig {
             mailbox_capacity: settings.limits.max_outbound_bytes / FRAME_OVERHEAD + 16,
             rate_per_sec: settings.limits.rate_per_sec,
             rate_burst: settings.limits.rate_burst,
-            piece_kib: if settings.server.compact_write_buffers {
-                outbox::COMPACT_PIECE_KIB
-            } else {
-                outbox::PIECE_KIB
-            },
+            compact_writes: settings.server.compact_write_buffers,
         }
     }
 }
@@ -153,7 +150,7 @@ impl WsSession {
         let bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, now);
         let identify_by = now + config.identify_timeout;
         let outbound = Arc::new(AtomicUsize::new(0));
-        let out = Outbox::new(outbound.clone(), config.piece_kib);
+        let out = Outbox::new(outbound.clone(), config.compact_writes);
         WsSession {
             id: SessionId::new(),
             config,

@@ -34,11 +34,13 @@ use futures_util::Stream;
 /// life of the connection.)
 pub const PIECE_KIB: u8 = 64;
 
-/// The longest piece with `server.compact_write_buffers`: what fits the HTTP
-/// layer's first 8 KiB write buffer. With it the HTTP layer takes a piece
-/// only while its buffer is empty ([`crate::startup`] sets its write buffer
-/// size to 1), so the buffer never grows. BENCHMARKS.md, "Memory after a
-/// burst", has what each costs.
+/// The piece with `server.compact_write_buffers`: exactly the HTTP layer's
+/// first 8 KiB write buffer, small pieces joined up to it. The HTTP layer
+/// then takes a piece only while its buffer is empty ([`crate::startup`]
+/// sets its write buffer size to 1) and, a WebSocket body being written as
+/// it is (no chunk headers), never grows that buffer: after a partial write
+/// it is emptied before the next piece, and an empty buffer is reused from
+/// its start. BENCHMARKS.md, "Memory after a burst", has what each costs.
 pub const COMPACT_PIECE_KIB: u8 = 8;
 
 /// Room for queued chunks kept once the queue is empty; a burst's larger
@@ -60,20 +62,24 @@ struct Queue {
     outbound: Arc<AtomicUsize>,
     /// The close frame is queued: nothing may follow it.
     closed: bool,
-    /// The longest piece handed on at once, in KiB (in the padding after
-    /// `closed`: no bytes added per session).
+    /// The longest piece handed on at once, in KiB, and whether smaller
+    /// pieces are joined up to it (both in the padding after `closed`: no
+    /// bytes added per session).
     piece_kib: u8,
+    join: bool,
 }
 
 impl Outbox {
-    /// An outbox handing on pieces of at most `piece_kib` KiB.
-    pub fn new(outbound: Arc<AtomicUsize>, piece_kib: u8) -> Self {
+    /// An outbox handing on pieces of at most 64 KiB, or, `compact`, pieces
+    /// of 8 KiB with what is queued joined up to that.
+    pub fn new(outbound: Arc<AtomicUsize>, compact: bool) -> Self {
         Outbox(Rc::new(RefCell::new(Queue {
             chunks: VecDeque::new(),
             tail: BytesMut::new(),
             outbound,
             closed: false,
-            piece_kib,
+            piece_kib: if compact { COMPACT_PIECE_KIB } else { PIECE_KIB },
+            join: compact,
         })))
     }
 
@@ -123,25 +129,46 @@ impl Outbox {
     fn pop(&self) -> Option<Bytes> {
         let mut q = self.0.borrow_mut();
         let q = &mut *q;
-        let max_piece = usize::from(q.piece_kib) * 1024;
-        if q.chunks.is_empty() {
-            if q.chunks.capacity() > KEEP_CHUNKS {
-                q.chunks = VecDeque::new();
+        let max = usize::from(q.piece_kib) * 1024;
+        let piece = match q.take(max) {
+            Some(first) if q.join && first.len() < max && !(q.chunks.is_empty() && q.tail.is_empty()) => {
+                let mut joined = BytesMut::with_capacity(max);
+                joined.extend_from_slice(&first);
+                while let Some(next) = q.take(max - joined.len()) {
+                    joined.extend_from_slice(&next);
+                    if joined.len() == max {
+                        break;
+                    }
+                }
+                Some(joined.freeze())
             }
-            if q.tail.len() > max_piece {
-                return Some(q.tail.split_to(max_piece).freeze());
+            piece => piece,
+        };
+        if q.chunks.is_empty() && q.chunks.capacity() > KEEP_CHUNKS {
+            q.chunks = VecDeque::new();
+        }
+        piece
+    }
+}
+
+impl Queue {
+    /// The next `limit` bytes at most (`limit` > 0), in order; a chunk's
+    /// counted bytes are released once its last byte is taken.
+    fn take(&mut self, limit: usize) -> Option<Bytes> {
+        let Some((chunk, counted)) = self.chunks.front_mut() else {
+            if self.tail.len() > limit {
+                return Some(self.tail.split_to(limit).freeze());
             }
             // The rest taken whole, so that an idle session keeps no buffer.
-            return (!q.tail.is_empty()).then(|| std::mem::take(&mut q.tail).freeze());
-        }
-        let (chunk, counted) = q.chunks.front_mut()?;
-        if chunk.len() > max_piece {
-            return Some(chunk.split_to(max_piece));
+            return (!self.tail.is_empty()).then(|| std::mem::take(&mut self.tail).freeze());
+        };
+        if chunk.len() > limit {
+            return Some(chunk.split_to(limit));
         }
         let counted = *counted;
-        let (chunk, _) = q.chunks.pop_front()?;
+        let (chunk, _) = self.chunks.pop_front()?;
         if counted > 0 {
-            q.outbound.fetch_sub(counted, Ordering::AcqRel);
+            self.outbound.fetch_sub(counted, Ordering::AcqRel);
         }
         Some(chunk)
     }
@@ -206,7 +233,7 @@ mod tests {
 
     fn outbox() -> (Outbox, Arc<AtomicUsize>) {
         let outbound = Arc::new(AtomicUsize::new(0));
-        (Outbox::new(outbound.clone(), PIECE_KIB), outbound)
+        (Outbox::new(outbound.clone(), false), outbound)
     }
 
     fn drain(o: &Outbox) -> Vec<Bytes> {
@@ -278,7 +305,7 @@ mod tests {
     fn no_piece_is_longer_than_max_piece_and_the_bytes_stay_in_order() {
         let (o, _) = outbox();
         assert_pieces_bounded(&o, MAX_PIECE);
-        let compact = Outbox::new(Arc::new(AtomicUsize::new(0)), COMPACT_PIECE_KIB);
+        let compact = Outbox::new(Arc::new(AtomicUsize::new(0)), true);
         assert_pieces_bounded(&compact, usize::from(COMPACT_PIECE_KIB) * 1024);
     }
 
@@ -303,6 +330,50 @@ mod tests {
         Parser::write_message(&mut expected, "after", OpCode::Text, true, false);
         let all: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
         assert_eq!(all, expected.to_vec());
+    }
+
+    #[test]
+    fn a_large_own_frame_leaves_in_pieces_and_what_follows_it_stays_behind() {
+        let (o, _) = outbox();
+        let ping = vec![3u8; MAX_PIECE + 100];
+        o.pong(&ping);
+        // Part of the pong has left when the next chunk and the close come.
+        assert_eq!(o.pop().map(|p| p.len()), Some(MAX_PIECE));
+        o.push(Bytes::from_static(b"HUB"), 0);
+        o.close(None);
+        let mut expected = BytesMut::new();
+        Parser::write_message(&mut expected, &ping, OpCode::Pong, true, false);
+        let rest = expected.split_off(MAX_PIECE);
+        let mut want = rest.to_vec();
+        want.extend_from_slice(b"HUB");
+        want.extend_from_slice(&[0x88, 0]);
+        let got: Vec<u8> = drain(&o).iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(got, want);
+        assert_eq!(o.0.borrow().tail.capacity(), 0);
+    }
+
+    #[test]
+    fn compact_pieces_join_what_is_queued_up_to_8_kib() {
+        let outbound = Arc::new(AtomicUsize::new(0));
+        let o = Outbox::new(outbound.clone(), true);
+        let max = usize::from(COMPACT_PIECE_KIB) * 1024;
+        let mut want = Vec::new();
+        for i in 0..100u8 {
+            let chunk = Bytes::from(vec![i; 300]);
+            want.extend_from_slice(&chunk);
+            outbound.fetch_add(364, Ordering::SeqCst);
+            o.push(chunk, 364);
+        }
+        o.text("own");
+        want.extend_from_slice(&[0x81, 3, b'o', b'w', b'n']);
+        let pieces = drain(&o);
+        let sizes: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        // Every piece but the last is exactly 8 KiB.
+        assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == max), "{sizes:?}");
+        assert_eq!(sizes.len(), want.len().div_ceil(max));
+        let got: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(got, want);
+        assert_eq!(outbound.load(Ordering::SeqCst), 0, "every chunk's bytes released");
     }
 
     #[test]

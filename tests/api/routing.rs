@@ -293,4 +293,10 @@ async fn interleaved_frames_reach_each_recipient_whole_and_in_order(compact_writ
         both.recv_frame().await.unwrap(),
         json!({"op": 4, "id": "big", "data": big})
     );
+    // The HTTP endpoints answer whole too (the write buffer setting is the
+    // server's).
+    assert_eq!(app.status().await["connections"]["identified"], 4);
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("socket_hub_frames_delivered_total"), "{metrics}");
+    assert_eq!(app.get("/nope", None).await.0, 404);
 }
