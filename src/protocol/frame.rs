@@ -148,8 +148,25 @@ struct WireIdentify {
     groups: Option<Vec<String>>,
 }
 
+/// Whether JSON text is an object. serde reads a struct from an array too,
+/// field by field in order, so this is checked before every struct is read
+/// from a client's JSON.
+pub fn is_json_object(json: impl AsRef<[u8]>) -> bool {
+    json.as_ref()
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{')
+}
+
 /// Parses one text message into a typed frame.
 pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
+    if !is_json_object(text) {
+        let message = match serde_json::from_str::<&RawValue>(text) {
+            Ok(_) => "a frame must be a JSON object".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        return Err(FrameError::new(None, ErrorCode::InvalidFrame, message));
+    }
     let wire: Wire<'_> = serde_json::from_str(text)
         .map_err(|e| FrameError::new(readable_id(text).as_deref(), ErrorCode::InvalidFrame, e.to_string()))?;
     let id = wire.id;
@@ -187,6 +204,12 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
         }
         op::IDENTIFY => {
             let data = wire.data.map(RawValue::get).unwrap_or("null");
+            if !is_json_object(data) {
+                return Err(refuse(
+                    ErrorCode::InvalidFrame,
+                    "IDENTIFY data must be an object with a token".into(),
+                ));
+            }
             let ident: WireIdentify = serde_json::from_str(data)
                 .map_err(|e| refuse(ErrorCode::InvalidFrame, format!("IDENTIFY data: {e}")))?;
             Ok(Inbound::Identify {
@@ -219,6 +242,9 @@ pub fn parse_id(text: &str) -> Option<String> {
 }
 
 fn readable_id(text: &str) -> Option<Cow<'_, str>> {
+    if !is_json_object(text) {
+        return None;
+    }
     serde_json::from_str::<IdOnly<'_>>(text)
         .ok()
         .and_then(|f| f.id)
@@ -454,6 +480,25 @@ mod tests {
             &*out,
             r#"{"id":"a","op":0,"event":"E","data":{"n":123456789012345678901234567890,"x":0.10000000000000000000001},"intent":{"target":"GROUP","identifier":"g1","extra":1},"source":{"session":"s1","service":"svc"}}"#
         );
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_frame() {
+        assert!(is_json_object(" \t\r\n{\"op\":3}"));
+        assert!(!is_json_object("[3]"));
+        assert!(!is_json_object(""));
+        for text in [r#"[0,"a","E",{"k":1}]"#, r#"[3,"p"]"#, "[2]", r#" ["id-only"]"#] {
+            let e = err(text);
+            assert_eq!((e.code, e.id, e.op), (ErrorCode::InvalidFrame, None, None), "{text}");
+            assert_eq!(e.message, "a frame must be a JSON object");
+            assert_eq!(parse_id(text), None, "{text}");
+        }
+        assert!(
+            err("[1,").message.contains("EOF"),
+            "a syntax error keeps serde's message"
+        );
+        let e = err(r#"{"op":1,"id":"i","data":["tok",["g"]]}"#);
+        assert_eq!((e.code, e.id.as_deref()), (ErrorCode::InvalidFrame, Some("i")));
     }
 
     #[test]

@@ -117,13 +117,17 @@ pub async fn disconnect(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let body = read_body(payload, 4096).await?;
-    let parsed: DisconnectBody = serde_json::from_slice(&body).map_err(|e| {
+    let invalid = |why: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            format!("expected {{\"session\": \"<id>\"}}: {e}"),
+            format!("expected {{\"session\": \"<id>\"}}: {why}"),
         )
-    })?;
+    };
+    if !frame::is_json_object(&body) {
+        return Err(invalid("not a JSON object".to_owned()));
+    }
+    let parsed: DisconnectBody = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
     let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session");
     let session = SessionId::parse(&parsed.session).ok_or_else(unknown)?;
     let found = state.session.hub.send(Kick { session }).await.map_err(|_| hub_gone())?;

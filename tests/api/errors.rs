@@ -68,7 +68,19 @@ async fn a_frame_that_is_not_an_object_is_invalid_frame() {
     let app = spawn_app().await;
     let mut w = witness(&app).await;
     let (mut c, _) = app.identified(&[]).await;
-    for text in [r#"[{"op": 3, "id": "a"}]"#, r#""op""#, "42", "null", "true"] {
+    // serde would read a struct from an array, field by field in order: a
+    // positional EVENT, PING and DISCONNECT must not be taken as frames.
+    for text in [
+        r#"[{"op": 3, "id": "a"}]"#,
+        r#"[0, "arr1", "HELLO", {"k": 1}]"#,
+        r#"[3, "p9", null, {"x": 1}]"#,
+        r#" [2]"#,
+        r#"["id-only"]"#,
+        r#""op""#,
+        "42",
+        "null",
+        "true",
+    ] {
         c.send_text(text).await.unwrap();
         assert_error_without_id(&c.recv_frame().await.unwrap(), "invalid_frame");
     }

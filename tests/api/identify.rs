@@ -50,6 +50,19 @@ async fn a_bad_token_gets_auth_failed_then_disconnect_4004() {
 }
 
 #[actix_web::test]
+async fn identify_data_that_is_not_an_object_is_invalid_frame_and_identify_can_follow() {
+    let app = spawn_app().await;
+    let mut c = app.connect().await;
+    // An array would be read as the token and the groups, in order.
+    for data in [json!([SVC_TOKEN, ["g1"]]), json!(SVC_TOKEN), json!(null)] {
+        c.send_json(&json!({"op": 1, "id": "x1", "data": data})).await.unwrap();
+        assert_error(&c.recv_frame().await.unwrap(), "invalid_frame", Some("x1"));
+    }
+    let data = c.identify(SVC_TOKEN, Some(&["g1"])).await.unwrap();
+    assert_eq!(data["groups"], json!(["g1"]));
+}
+
+#[actix_web::test]
 async fn a_group_not_allowed_gets_forbidden_group_then_disconnect_4004() {
     let app = spawn_app().await;
     let mut c = app.connect().await;

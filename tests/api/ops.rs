@@ -717,6 +717,11 @@ async fn publish_bad_bodies_are_400_json_never_500() {
         (br#"{"op": 1, "data": {"token": "x"}}"#.to_vec(), "invalid_frame"),
         (br#"{"op": 5, "id": "r", "event": "E"}"#.to_vec(), "invalid_frame"),
         (br#"{"op": 9, "event": "E"}"#.to_vec(), "unknown_op"),
+        (br#"[0, "x", "EV"]"#.to_vec(), "invalid_frame"),
+        (
+            br#"[0, "x", "EV", null, {"target": "GROUP", "identifier": "g"}]"#.to_vec(),
+            "invalid_frame",
+        ),
         (
             br#"{"op": 0, "event": "E", "intent": {"target": "SOMEWHERE"}}"#.to_vec(),
             "invalid_intent",
@@ -832,6 +837,7 @@ async fn disconnect_bad_bodies_are_400_invalid_body_and_huge_ones_413() {
         br#"{"session": null}"#.to_vec(),
         br#"{"id": "x"}"#.to_vec(),
         format!("\"{a_id}\"").into_bytes(),
+        format!("[\"{a_id}\"]").into_bytes(),
     ];
     for body in cases {
         let resp = post(&app, "/api/disconnect", Some(ADMIN_TOKEN), body.clone()).await;
