@@ -1,5 +1,5 @@
 //! The drain sequence, in one place: not ready (so load balancers stop
-//! sending) and stop accepting, then `DISCONNECT 1001` to every session spread
+//! sending, and new sessions are refused with 503), then `DISCONNECT 1001` to every session spread
 //! over `shutdown.drain_ms`, then stop the server within a deadline.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,8 +56,11 @@ impl Shutdown {
             signal = signal() => log::info!("{signal}: draining"),
             _ = self.trigger.notified() => log::info!("shutdown requested: draining"),
         }
+        // Not ready: `/readyz` answers 503, and so does every WebSocket
+        // upgrade (with `Retry-After`), so that clients told to reconnect
+        // hear at once that this node is going, instead of waiting in the
+        // listen backlog until it closes.
         self.ready.store(false, Ordering::Release);
-        self.server.pause().await;
         // Each session gets DISCONNECT 1001 within the drain time, in slices
         // paced from here: each `DrainNext` is handled in its turn even when
         // the hub is too busy to run its own timers. A session that cannot

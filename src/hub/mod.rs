@@ -98,6 +98,9 @@ pub struct Hub {
     scratch: Vec<Key>,
     /// The slices of a drain not yet closed (`Drain`, `DrainNext`).
     draining: VecDeque<Vec<SessionId>>,
+    /// A drain has started: a session that connects after it (its upgrade
+    /// passed the readiness check just before) is closed at once.
+    drain_started: bool,
 }
 
 /// Past this many bytes of routed frames the hub flushes at once, before it
@@ -125,6 +128,7 @@ impl Hub {
             flush_scheduled: false,
             scratch: Vec::new(),
             draining: VecDeque::new(),
+            drain_started: false,
         }
     }
 
@@ -304,7 +308,10 @@ impl Handler<Connect> for Hub {
             batch_bytes: 0,
             batch_frames: 0,
         };
-        self.registry.insert(msg.id, link);
+        let key = self.registry.insert(msg.id, link);
+        if self.drain_started {
+            self.close_session(key, CloseCode::Shutdown);
+        }
     }
 }
 
@@ -455,6 +462,7 @@ impl Handler<Drain> for Hub {
         let max_slices = (msg.over.as_millis() / step).max(1) as usize;
         let slices = ids.len().min(max_slices);
         log::info!("draining {} sessions over {:?}", ids.len(), msg.over);
+        self.drain_started = true;
         self.draining = match slices {
             0 => VecDeque::new(),
             n => ids.chunks(ids.len().div_ceil(n)).map(<[SessionId]>::to_vec).collect(),

@@ -30,8 +30,7 @@ async fn shutdown_turns_readyz_503_disconnects_every_session_with_1001_and_stops
     unidentified.send_json(&json!({"op": 3, "id": "up"})).await.unwrap();
     assert_eq!(unidentified.recv_frame().await.unwrap(), json!({"op": 4, "id": "up"}));
 
-    // One keep-alive HTTP connection, opened while serving: the hub stops
-    // accepting new ones once draining, but still answers on this one.
+    // One keep-alive HTTP connection, opened while serving.
     let http = awc::Client::new();
     let readyz = format!("{}/readyz", app.http_url);
     let first = tokio::time::timeout(WAIT, http.get(&readyz).send())
@@ -56,6 +55,15 @@ async fn shutdown_turns_readyz_503_disconnects_every_session_with_1001_and_stops
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(last, Some(503), "/readyz while draining");
+    // A new connection is answered too, not left in the listen backlog: a
+    // probe gets 503 and an upgrade 503 with Retry-After.
+    let probe = app.send("GET", "/readyz", None).await;
+    assert_eq!(probe.0, 503, "/readyz on a new connection while draining");
+    let upgrade = Client::connect(&app.ws_url).await.err().map(|e| e.to_string());
+    assert!(
+        upgrade.as_deref().is_some_and(|e| e.contains("503")),
+        "an upgrade while draining: {upgrade:?}"
+    );
 
     for client in [&mut a, &mut b, &mut unidentified] {
         assert_shutdown_disconnect(client).await;
