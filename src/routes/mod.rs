@@ -83,12 +83,12 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The hub's own endpoints, each with the one method it answers.
+/// The hub's own endpoints, each with the methods it answers (its `Allow`).
 pub const ENDPOINTS: [(&str, &str); 6] = [
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/status", "GET"),
-    ("/metrics", "GET"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/status", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
     ("/api/publish", "POST"),
     ("/api/disconnect", "POST"),
 ];
@@ -100,10 +100,10 @@ pub const API_PREFIX: &str = "/api/";
 pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.route(&ws_path, web::get().to(ws::upgrade))
-            .route("/healthz", web::get().to(status::healthz))
-            .route("/readyz", web::get().to(status::readyz))
-            .route("/status", web::get().to(status::status))
-            .route("/metrics", web::get().to(status::metrics))
+            .route("/healthz", get_or_head().to(status::healthz))
+            .route("/readyz", get_or_head().to(status::readyz))
+            .route("/status", get_or_head().to(status::status))
+            .route("/metrics", get_or_head().to(status::metrics))
             .route("/api/publish", web::post().to(admin::publish))
             .route("/api/disconnect", web::post().to(admin::disconnect))
             .default_service(web::to(move |req: HttpRequest| {
@@ -111,6 +111,12 @@ pub fn configure(ws_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
                 async move { answer }
             }));
     }
+}
+
+/// `GET`, or `HEAD` (the same answer without its body: health checkers
+/// probe with either).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
 }
 
 /// 405 with `Allow` on a known path, 404 elsewhere.

@@ -1,6 +1,7 @@
 //! The HTTP endpoints (PROTOCOL.md §10).
 
 use serde_json::{json, Value};
+use socket_hub::client::WAIT;
 
 use crate::helpers::*;
 
@@ -125,13 +126,37 @@ async fn raw_request(
 }
 
 #[actix_web::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app_with(|s| s.status.token = Some("st".into())).await;
+    for (path, authorization, status) in [
+        ("/healthz", None, 200),
+        ("/readyz", None, 200),
+        ("/metrics", None, 200),
+        ("/status", Some("Bearer st"), 200),
+        ("/status", None, 401),
+    ] {
+        let url = format!("{}{path}", app.http_url);
+        let mut req = awc::Client::new().head(&url);
+        if let Some(value) = authorization {
+            req = req.insert_header(("Authorization", value));
+        }
+        let mut resp = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("answers in time")
+            .expect("request succeeds");
+        let body = resp.body().await.expect("body");
+        assert_eq!((resp.status().as_u16(), body.len()), (status, 0), "HEAD {path}");
+    }
+}
+
+#[actix_web::test]
 async fn a_wrong_method_is_405_json_with_allow_never_500() {
     let app = spawn_app_with(|s| s.server.ws_path = "/socket/v1".into()).await;
     for (method, path, allow) in [
-        ("POST", "/status", "GET"),
-        ("PUT", "/healthz", "GET"),
-        ("DELETE", "/readyz", "GET"),
-        ("POST", "/metrics", "GET"),
+        ("POST", "/status", "GET, HEAD"),
+        ("PUT", "/healthz", "GET, HEAD"),
+        ("DELETE", "/readyz", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
         ("GET", "/api/publish", "POST"),
         ("PUT", "/api/disconnect", "POST"),
         ("POST", "/socket/v1", "GET"),
