@@ -313,6 +313,15 @@ impl Settings {
                 return Err(SettingsError::new(key, format!("must be at most {MAX_COUNT}")));
             }
         }
+        if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
+            return Err(SettingsError::new(
+                "heartbeat.timeout_ms",
+                format!(
+                    "must be greater than heartbeat.interval_ms ({}): a client that answers every PING would be closed before it got one",
+                    self.heartbeat.interval_ms
+                ),
+            ));
+        }
         check_ws_path(&self.server.ws_path).map_err(|e| SettingsError::new("server.ws_path", e))?;
         if self.server.host.is_empty() {
             return Err(SettingsError::new("server.host", "must not be empty"));
@@ -643,6 +652,29 @@ mod tests {
         let e = load(&[], None, None, &[("HUB__SERVER__PORT", "70000")]).expect_err("too big");
         assert_eq!(e.key, "server.port");
         assert!(e.message.starts_with("HUB__SERVER__PORT: "), "{e}");
+    }
+
+    #[test]
+    fn the_heartbeat_timeout_must_exceed_the_interval() {
+        for config in [
+            "[heartbeat]\ninterval_ms = 2000\ntimeout_ms = 1500\n",
+            "[heartbeat]\ninterval_ms = 2000\ntimeout_ms = 2000\n",
+            "[heartbeat]\ninterval_ms = 60000\n",
+        ] {
+            let e = load(&[], None, Some(config), &[]).expect_err(config);
+            assert_eq!(e.key, "heartbeat.timeout_ms", "{config}: {e}");
+        }
+        let e = load(&[], None, None, &[("HUB__HEARTBEAT__TIMEOUT_MS", "15000")])
+            .expect_err("equal to the default interval");
+        assert_eq!(e.key, "heartbeat.timeout_ms", "{e}");
+        let s = load(
+            &[],
+            None,
+            Some("[heartbeat]\ninterval_ms = 2000\ntimeout_ms = 2001\n"),
+            &[],
+        )
+        .expect("just above");
+        assert_eq!((s.heartbeat.interval_ms, s.heartbeat.timeout_ms), (2000, 2001));
     }
 
     #[test]
