@@ -199,7 +199,7 @@ async fn a_silent_unidentified_client_gets_whichever_deadline_comes_first() {
     // The identify deadline first: 4005, with a heartbeat timeout far off.
     let app = spawn_app_with(|s| {
         s.limits.identify_timeout_ms = 150;
-        s.heartbeat.timeout_ms = 60_000;
+        s.heartbeat.timeout_ms = 120_000;
     })
     .await;
     let mut c = app.connect().await;
