@@ -61,6 +61,8 @@ pub struct Metrics {
     delivered: Vec<IntCounter>,
     dropped: Vec<IntCounter>,
     disconnects: Vec<(CloseCode, IntCounter)>,
+    /// Connections that ended without a close frame (1006, which no peer sends).
+    connections_lost: IntCounter,
     /// Sessions evicted because their outbound queue passed the limit.
     pub slow_consumer_disconnects: IntCounter,
     /// Sessions closed for sending above their rate limit.
@@ -161,6 +163,7 @@ impl Metrics {
                 )
             })
             .collect();
+        let connections_lost = disconnect_vec.with_label_values(&["1006", "connection_lost"]);
         let slow_consumer_disconnects = counter(
             "slow_consumer_disconnects_total",
             "Sessions evicted as slow consumers (close code 4007)",
@@ -202,6 +205,7 @@ impl Metrics {
             delivered,
             dropped,
             disconnects,
+            connections_lost,
             slow_consumer_disconnects,
             rate_limit_disconnects,
             refused_upgrades,
@@ -270,6 +274,11 @@ impl Metrics {
         }
     }
 
+    /// A session whose connection ended without a close handshake.
+    pub fn connection_lost(&self) {
+        self.connections_lost.inc();
+    }
+
     /// Totals for `/status`: received, delivered, dropped.
     pub fn totals(&self) -> (u64, u64, u64) {
         let sum = |cs: &[IntCounter]| cs.iter().map(IntCounter::get).sum::<u64>();
@@ -297,6 +306,7 @@ mod tests {
         m.delivered(0, 3);
         m.dropped(Drop::NoRecipient, 1);
         m.disconnected(CloseCode::SlowConsumer);
+        m.connection_lost();
         assert!(m.try_open_connection(1));
         assert!(!m.try_open_connection(1));
         let text = m.encode();
@@ -306,6 +316,7 @@ mod tests {
             "socket_hub_frames_dropped_total{reason=\"no_recipient\"} 1",
             "socket_hub_disconnects_total{code=\"4007\",reason=\"slow_consumer\"} 1",
             "socket_hub_slow_consumer_disconnects_total 1",
+            "socket_hub_disconnects_total{code=\"1006\",reason=\"connection_lost\"} 1",
             "socket_hub_connections 1",
             "socket_hub_build_info{version=",
         ] {

@@ -12,7 +12,7 @@ use actix_web_actors::ws;
 
 use super::{ApiError, AppState};
 use crate::conn::ConnHandle;
-use crate::session::inbound::Gated;
+use crate::session::inbound::{EndOnError, Gated};
 use crate::session::outbox::Body;
 use crate::session::{ConnectionSlot, WsSession};
 
@@ -76,7 +76,9 @@ pub async fn upgrade(
     // The decoder reads from the socket only once it has decoded what it
     // holds, so a client that writes faster than its session handles frames
     // is slowed by TCP instead of growing the hub (`session::inbound`).
-    let stream = Gated::new(stream, session.handled());
+    // A payload error (the client closed its socket) ends the stream after
+    // the frames it holds, its close frame among them.
+    let stream = Gated::new(EndOnError::new(stream), session.handled());
     // The session's frames, and the frames the hub framed once for all
     // recipients, go out through its outbox (`session::outbox`).
     let outbox = session.outbox();

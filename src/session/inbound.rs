@@ -72,6 +72,51 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
     }
 }
 
+/// Ends a payload at its first error instead of passing the error on.
+///
+/// actix-http reports a connection the client closed as a payload error
+/// after the last bytes it read, and `WsStream` returns a payload error as
+/// soon as it sees one, before it decodes what it already holds. So a client
+/// that sends a close frame and then closes its socket at once (many do)
+/// would lose that close frame and be taken for a broken connection (1006).
+/// Ended instead, the decoder hands over every whole frame it holds first.
+pub struct EndOnError<S> {
+    inner: S,
+    ended: bool,
+}
+
+impl<S> EndOnError<S> {
+    pub fn new(inner: S) -> Self {
+        EndOnError { inner, ended: false }
+    }
+}
+
+impl<S, T, E> Stream for EndOnError<S>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<T, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                log::debug!("payload ended: {e}");
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +133,24 @@ mod tests {
                 Poll::Ready(Some(self.0.remove(0)))
             }
         }
+    }
+
+    #[test]
+    fn a_payload_error_ends_the_stream_after_what_came_before_it() {
+        struct Then(Vec<Result<&'static str, &'static str>>);
+        impl Stream for Then {
+            type Item = Result<&'static str, &'static str>;
+            fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                Poll::Ready((!self.0.is_empty()).then(|| self.0.remove(0)))
+            }
+        }
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut ending = EndOnError::new(Then(vec![Ok("close frame"), Err("incomplete"), Ok("never")]));
+        let mut poll = || Pin::new(&mut ending).poll_next(&mut cx);
+        assert_eq!(poll(), Poll::Ready(Some(Ok("close frame"))));
+        assert_eq!(poll(), Poll::Ready(None));
+        assert_eq!(poll(), Poll::Ready(None), "stays ended");
     }
 
     #[test]

@@ -507,8 +507,10 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         // Counted before the hub hears of it, so that whoever sees the
         // session gone in `/status` finds the close counted in `/metrics`.
-        if let (Some(code), false) = (self.close_code, self.closed_by_hub) {
-            self.config.metrics.disconnected(code);
+        match (self.close_code, self.closed_by_hub) {
+            (Some(code), false) => self.config.metrics.disconnected(code),
+            (None, _) => self.config.metrics.connection_lost(),
+            (Some(_), true) => {}
         }
         self.config.hub.do_send(Leave { id: self.id });
         log::info!(
@@ -539,7 +541,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.on_invalid_utf8(ctx),
-            // The connection broke (no close frame): logged as 1006.
+            // Any other I/O error: the connection is unusable, logged and
+            // counted as 1006. (A connection that ends, broken or closed by
+            // the client, ends the stream instead: `inbound::EndOnError`.)
             Err(ws::ProtocolError::Io(e)) => {
                 log::debug!("session {}: connection error: {e}", self.id);
                 ctx.stop();

@@ -188,6 +188,33 @@ async fn a_websocket_protocol_error_gets_disconnect_1002_then_close_1002() {
     assert_witness_still_served(&app, &mut w).await;
 }
 
+#[actix_web::test]
+async fn a_connection_that_ends_without_a_close_frame_is_counted_as_1006_and_one_that_sent_it_as_1000() {
+    let app = spawn_app().await;
+    let (dropped, _) = app.identified(&[]).await;
+    let (mut closed, _) = app.identified(&[]).await;
+    let (hasty, _) = app.identified(&[]).await;
+    app.wait_connections("identified", 3).await;
+    drop(dropped);
+    // A close frame, then the socket closed at once without waiting for the
+    // answer: still a close by the client, not a lost connection.
+    hasty.close().await.unwrap();
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    closed.send_raw(Message::Close(Some(normal))).await.unwrap();
+    assert_eq!(closed.recv_close(WAIT).await.unwrap(), (None, Some(1000)));
+    app.wait_connections("total", 0).await;
+    let metrics = app.metrics().await;
+    for series in [
+        "socket_hub_disconnects_total{code=\"1006\",reason=\"connection_lost\"} 1\n",
+        "socket_hub_disconnects_total{code=\"1000\",reason=\"normal\"} 2\n",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+}
+
 /// A text message sent as `parts` WebSocket fragments.
 async fn send_fragmented(c: &mut Client, parts: &[&str]) {
     let last = parts.len() - 1;
