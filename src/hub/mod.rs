@@ -37,13 +37,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::conn::Closer;
 use crate::metrics::{Drop, Metrics};
-use crate::protocol::frame::{self, op};
+use crate::protocol::frame::{self, op, Intent};
 use crate::protocol::{CloseCode, ErrorCode};
 use crate::session::{WsSession, FRAME_OVERHEAD};
 use crate::settings::Settings;
 use crate::SessionId;
 use messages::*;
-use pending::Pending;
+use pending::{Pending, Reach, Target};
 use registry::{Key, Registry};
 
 /// What the hub keeps to reach one session.
@@ -348,14 +348,22 @@ impl Handler<Route> for Hub {
             }
             Ok(()) => {
                 if let (Some(from), false) = (msg.from, out.is_empty()) {
-                    // An id waiting for replies belongs to the session that
-                    // sent it until it expires or that session leaves: an
-                    // `EVENT` from another session with the same id is
-                    // routed, but cannot take the replies.
+                    // Who may reply: whoever the frame reached. Kept so that
+                    // replies to an id that several sessions use reach the
+                    // right one (`pending`).
                     let registry = &self.registry;
-                    self.pending.insert(msg.id.clone(), from, Instant::now(), |holder| {
-                        registry.key(holder).is_some()
-                    });
+                    let reach = match &msg.intent {
+                        Intent::Global => Reach::Everyone,
+                        Intent::Group(name) => Reach::Group(name.clone()),
+                        Intent::Direct(_) => match registry.get(out[0]) {
+                            Some(entry) => Reach::Session(entry.id),
+                            None => Reach::Everyone,
+                        },
+                    };
+                    self.pending
+                        .insert(msg.id.clone(), from, reach, Instant::now(), |holder| {
+                            registry.key(holder).is_some()
+                        });
                 }
                 if !out.is_empty() {
                     let at = self.append(&msg.frame);
@@ -378,16 +386,28 @@ impl Handler<Reply> for Hub {
         let Some(replier) = self.registry.key(&msg.from) else {
             return;
         };
-        let target = self.pending.lookup(&msg.id, Instant::now());
-        let code = match target.map(|sender| self.registry.key(&sender)) {
-            Some(Some(key)) => {
-                self.push_one(key, &msg.frame, ctx);
-                self.metrics.delivered(op::REPLY, 1);
-                return;
-            }
-            // The original sender has left since.
-            Some(None) => ErrorCode::UnknownTarget,
-            None => ErrorCode::UnknownRequest,
+        let registry = &self.registry;
+        let replier_groups = registry.get(replier).map(|e| &e.groups[..]).unwrap_or_default();
+        let target = self.pending.lookup(&msg.id, msg.from, Instant::now(), |sender, reach| {
+            registry.key(sender)?;
+            Some(match reach {
+                Reach::Everyone => true,
+                Reach::Group(name) => replier_groups.contains(name),
+                Reach::Session(id) => *id == msg.from,
+            })
+        });
+        let code = match target {
+            Target::Sender(sender) => match self.registry.key(&sender) {
+                Some(key) => {
+                    self.push_one(key, &msg.frame, ctx);
+                    self.metrics.delivered(op::REPLY, 1);
+                    return;
+                }
+                None => ErrorCode::UnknownTarget,
+            },
+            // Every session that sent the id has left since.
+            Target::Gone => ErrorCode::UnknownTarget,
+            Target::Unknown => ErrorCode::UnknownRequest,
         };
         self.metrics.dropped(Drop::NoRecipient, 1);
         self.push_one(replier, &frame::error(Some(&msg.id), code, code.message()), ctx);

@@ -118,6 +118,56 @@ async fn another_sessions_event_with_a_pending_id_cannot_take_its_replies_until_
 }
 
 #[actix_web::test]
+async fn two_requesters_that_use_the_same_id_each_get_the_reply_to_their_own_request() {
+    let app = spawn_app().await;
+    // Two instances of one service, both numbering their requests from 1.
+    let (mut a, a_id) = app.identified(&[]).await;
+    let (mut b, b_id) = app.identified(&[]).await;
+    let (mut responder, _) = svc_member(&app).await;
+    ask_g1(&mut a, "1").await;
+    let first = responder.recv_frame().await.unwrap();
+    ask_g1(&mut b, "1").await;
+    let second = responder.recv_frame().await.unwrap();
+    assert_eq!(
+        (
+            first["source"]["session"].as_str(),
+            second["source"]["session"].as_str()
+        ),
+        (Some(a_id.as_str()), Some(b_id.as_str()))
+    );
+    // The responder answers each in the order it got them.
+    for asked in [&first, &second] {
+        reply(&mut responder, "1", json!({"for": asked["source"]["session"]})).await;
+    }
+    assert_eq!(a.recv_frame().await.unwrap()["data"], json!({"for": a_id}));
+    assert_eq!(b.recv_frame().await.unwrap()["data"], json!({"for": b_id}));
+    assert_silent(&mut a, QUIET).await;
+    assert_silent(&mut b, QUIET).await;
+}
+
+#[actix_web::test]
+async fn with_one_id_sent_to_different_targets_a_reply_goes_to_the_request_that_reached_the_replier() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    let (mut in_g1, _) = svc_member(&app).await;
+    let (mut in_g2, _) = app.identified(&["g2"]).await;
+    ask_g1(&mut a, "7").await;
+    assert_eq!(in_g1.recv_frame().await.unwrap()["id"], "7");
+    b.send_json(&json!({"op": 0, "id": "7", "event": "INFO", "intent": {"target": "GROUP", "identifier": "g2"}}))
+        .await
+        .unwrap();
+    assert_eq!(in_g2.recv_frame().await.unwrap()["id"], "7");
+    // Only B's request reached g2, though A's is older.
+    reply(&mut in_g2, "7", json!("from g2")).await;
+    assert_eq!(b.recv_frame().await.unwrap()["data"], "from g2");
+    reply(&mut in_g1, "7", json!("from g1")).await;
+    assert_eq!(a.recv_frame().await.unwrap()["data"], "from g1");
+    assert_silent(&mut a, QUIET).await;
+    assert_silent(&mut b, QUIET).await;
+}
+
+#[actix_web::test]
 async fn a_reply_with_an_unknown_id_is_unknown_request_to_the_replier() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
