@@ -323,9 +323,7 @@ impl Settings {
             ));
         }
         check_ws_path(&self.server.ws_path).map_err(|e| SettingsError::new("server.ws_path", e))?;
-        if self.server.host.is_empty() {
-            return Err(SettingsError::new("server.host", "must not be empty"));
-        }
+        check_host(&self.server.host).map_err(|e| SettingsError::new("server.host", e))?;
         for (key, token) in [("status.token", &self.status.token), ("admin.token", &self.admin.token)] {
             if token.as_deref().is_some_and(blank) {
                 return Err(SettingsError::new(key, "must not be empty (leave it unset instead)"));
@@ -411,6 +409,29 @@ impl Settings {
 /// A WebSocket path is a plain path: `/`, then letters, digits and `/_.~-`,
 /// with no empty, `.` or `..` segment (clients remove those before sending),
 /// and none of the hub's own endpoints, nor a parent of one.
+/// An IP address, or a host name to resolve (labels of letters, digits and
+/// `-`). Digits and dots that are no IPv4 address (`999.1.1.1`) are a typo,
+/// not a name.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if host.len() <= 253 && !numeric && host.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is neither an IP address nor a host name (e.g. 0.0.0.0, ::, localhost)"
+        ))
+    }
+}
+
 fn check_ws_path(path: &str) -> Result<(), String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/_.~-".contains(c);
     let dots = path.split('/').any(|segment| segment == "." || segment == "..");
@@ -652,6 +673,37 @@ mod tests {
         let e = load(&[], None, None, &[("HUB__SERVER__PORT", "70000")]).expect_err("too big");
         assert_eq!(e.key, "server.port");
         assert!(e.message.starts_with("HUB__SERVER__PORT: "), "{e}");
+    }
+
+    #[test]
+    fn the_host_is_an_ip_address_or_a_host_name() {
+        for host in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "::",
+            "::1",
+            "localhost",
+            "hub-1.internal",
+            "10.0.0.1",
+        ] {
+            assert_eq!(check_host(host), Ok(()), "{host}");
+        }
+        for host in [
+            "",
+            "999.1.1.1",
+            "1.2.3",
+            "a b",
+            "-hub",
+            "hub-",
+            "hub..x",
+            "[::1]",
+            "http://x",
+            "h\u{e9}",
+        ] {
+            assert!(check_host(host).is_err(), "{host:?}");
+        }
+        let e = load(&[], None, Some("[server]\nhost = \"999.1.1.1\"\n"), &[]).expect_err("bad host");
+        assert_eq!(e.key, "server.host", "{e}");
     }
 
     #[test]

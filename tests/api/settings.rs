@@ -205,6 +205,11 @@ async fn an_unknown_key_in_the_config_file_exits_2_naming_the_key() {
 }
 
 #[actix_web::test]
+async fn a_host_that_is_neither_an_address_nor_a_name_exits_2() {
+    assert_config_refused("[server]\nhost = \"999.1.1.1\"\n", "server.host").await;
+}
+
+#[actix_web::test]
 async fn a_value_of_the_wrong_type_exits_2_naming_the_key() {
     assert_config_refused("[limits]\nrate_per_sec = \"fast\"\n", "limits.rate_per_sec").await;
 }
