@@ -43,7 +43,7 @@ use crate::session::{WsSession, FRAME_OVERHEAD};
 use crate::settings::Settings;
 use crate::SessionId;
 use messages::*;
-use pending::{Pending, Reach, Target};
+use pending::{Check, Pending, Reach, Target};
 use registry::{Key, Registry};
 
 /// What the hub keeps to reach one session.
@@ -388,14 +388,16 @@ impl Handler<Reply> for Hub {
         };
         let registry = &self.registry;
         let replier_groups = registry.get(replier).map(|e| &e.groups[..]).unwrap_or_default();
-        let target = self.pending.lookup(&msg.id, msg.from, Instant::now(), |sender, reach| {
-            registry.key(sender)?;
-            Some(match reach {
-                Reach::Everyone => true,
-                Reach::Group(name) => replier_groups.contains(name),
-                Reach::Session(id) => *id == msg.from,
-            })
-        });
+        let target = self
+            .pending
+            .lookup(&msg.id, msg.from, Instant::now(), |sender, reach| Check {
+                live: registry.key(sender).is_some(),
+                reaches: match reach {
+                    Reach::Everyone => true,
+                    Reach::Group(name) => replier_groups.contains(name),
+                    Reach::Session(id) => *id == msg.from,
+                },
+            });
         let code = match target {
             Target::Sender(sender) => match self.registry.key(&sender) {
                 Some(key) => {
@@ -405,7 +407,7 @@ impl Handler<Reply> for Hub {
                 }
                 None => ErrorCode::UnknownTarget,
             },
-            // Every session that sent the id has left since.
+            // The sender of the request it answers has left since.
             Target::Gone => ErrorCode::UnknownTarget,
             Target::Unknown => ErrorCode::UnknownRequest,
         };

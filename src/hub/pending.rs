@@ -2,14 +2,15 @@
 //! `REPLY`s reach it. Bounded in time (`limits.reply_ttl_ms`) and in size
 //! (`limits.max_pending_replies`, the oldest go first).
 //!
-//! A `REPLY` carries only the id, and ids are the clients' to choose, so two
-//! sessions may use the same one (two instances of a service that both
-//! number their requests from 1). An id then has several holders, oldest
-//! first, and a reply goes to the oldest holder whose `EVENT` could have
-//! reached the replier (by its intent) and that this replier has not
-//! answered yet: a replier that answers in the order it received the
-//! requests answers each requester. Another session's later `EVENT` with the
-//! same id can so never take the first reply meant for the first sender.
+//! A `REPLY` carries only the id, and ids are the clients' to choose, so the
+//! same id may be waiting several times: two instances of a service that
+//! both number their requests from 1, or one client that reuses an id. Each
+//! `EVENT` is then its own request, oldest first, and a replier's reply
+//! goes to the oldest of them that could have reached it (by its intent)
+//! and that it has not answered yet; once it has answered them all, to the
+//! newest. A replier that answers in the order it received the requests so
+//! answers each requester, and a later `EVENT` with the same id cannot take
+//! the first reply meant for the first sender.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::{GroupName, SessionId};
 
-/// Most senders one id can have waiting at once; a further one pushes out the oldest.
-const MAX_HOLDERS: usize = 16;
-/// Most repliers remembered per holder of a shared id.
-const MAX_REPLIED: usize = 64;
+/// Most requests one id can have waiting at once; a further one pushes out the oldest.
+pub const MAX_REQUESTS: usize = 16;
+/// Repliers told apart per request; past them, the request counts as
+/// answered by every other replier.
+pub const MAX_REPLIERS: usize = 16;
 
-/// Whom a sender's `EVENT` went to, to tell the holders of one id apart.
+/// Whom a sender's `EVENT` went to, to tell the requests of one id apart.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reach {
     Everyone,
@@ -32,28 +34,63 @@ pub enum Reach {
 }
 
 #[derive(Debug)]
-struct Holder {
+struct Request {
     sender: SessionId,
     /// Which entry of `order` keeps it (its deadline is there).
     generation: u64,
     reach: Reach,
+    /// The repliers that have answered it (at most [`MAX_REPLIERS`]).
+    replied: Vec<SessionId>,
+}
+
+impl Request {
+    fn answered_by(&self, replier: &SessionId) -> bool {
+        self.replied.len() >= MAX_REPLIERS || self.replied.contains(replier)
+    }
+
+    fn record(&mut self, replier: SessionId) {
+        if !self.answered_by(&replier) {
+            self.replied.push(replier);
+        }
+    }
 }
 
 #[derive(Debug)]
-enum Holders {
-    One(Holder),
-    /// Oldest first, each with the repliers that have answered it.
-    Many(Vec<(Holder, Vec<SessionId>)>),
+enum Requests {
+    One(Request),
+    /// Oldest first.
+    Many(Vec<Request>),
+}
+
+impl Requests {
+    /// `Many` back to `One` when a single request is left (never called empty).
+    fn from_many(mut all: Vec<Request>) -> Requests {
+        if all.len() == 1 {
+            if let Some(one) = all.pop() {
+                return Requests::One(one);
+            }
+        }
+        Requests::Many(all)
+    }
 }
 
 /// Where a `REPLY` goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target {
     Sender(SessionId),
-    /// The id is pending but every session that sent it has left.
+    /// The request it answers is pending, but its sender has left.
     Gone,
     /// No `EVENT` with this id is waiting for replies.
     Unknown,
+}
+
+/// What the hub knows of a request's sender and the replier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    /// The sender is still connected.
+    pub live: bool,
+    /// The request could have reached the replier.
+    pub reaches: bool,
 }
 
 /// The table. Entries are kept in insertion order, which with one TTL for
@@ -62,10 +99,10 @@ pub enum Target {
 pub struct Pending {
     ttl: Duration,
     max: usize,
-    map: HashMap<Arc<str>, Holders>,
-    /// Insertion order, with each holder's deadline (so that expiring looks
-    /// an id up only once it is due); an entry whose generation no holder
-    /// has any more was renewed by a later `EVENT` and is skipped.
+    map: HashMap<Arc<str>, Requests>,
+    /// Every request in insertion order, with its deadline (so that
+    /// expiring looks an id up only once it is due); an entry whose request
+    /// is already gone (its sender left, or the id had too many) is skipped.
     order: VecDeque<(Arc<str>, u64, Instant)>,
     generation: u64,
 }
@@ -82,9 +119,8 @@ impl Pending {
     }
 
     /// Remembers that `sender` sent the `EVENT` `id` to `reach` at `now`
-    /// (one lookup). The sender's own later `EVENT` with the id renews its
-    /// entry; another session's is added after it unless every earlier
-    /// holder has left (`is_live` says which are still connected).
+    /// (one lookup). Requests with the same id from senders that have left
+    /// (`is_live` says which are still connected) are forgotten.
     pub fn insert(
         &mut self,
         id: Arc<str>,
@@ -96,35 +132,28 @@ impl Pending {
         self.expire(now);
         let generation = self.generation + 1;
         let deadline = now + self.ttl;
-        let holder = Holder {
+        let request = Request {
             sender,
             generation,
             reach,
+            replied: Vec::new(),
         };
         match self.map.entry(id.clone()) {
             Entry::Vacant(free) => {
-                free.insert(Holders::One(holder));
+                free.insert(Requests::One(request));
             }
             Entry::Occupied(mut held) => {
                 let slot = held.get_mut();
-                *slot = match std::mem::replace(slot, Holders::Many(Vec::new())) {
-                    Holders::One(old) if old.sender == sender || !is_live(&old.sender) => Holders::One(holder),
-                    Holders::One(old) => Holders::Many(vec![(old, Vec::new()), (holder, Vec::new())]),
-                    Holders::Many(mut all) => {
-                        all.retain(|(h, _)| is_live(&h.sender));
-                        match all.iter_mut().find(|(h, _)| h.sender == sender) {
-                            Some((h, replied)) => {
-                                *h = holder;
-                                replied.clear();
-                            }
-                            None => {
-                                if all.len() >= MAX_HOLDERS {
-                                    all.remove(0);
-                                }
-                                all.push((holder, Vec::new()));
-                            }
+                *slot = match std::mem::replace(slot, Requests::Many(Vec::new())) {
+                    Requests::One(old) if !is_live(&old.sender) => Requests::One(request),
+                    Requests::One(old) => Requests::Many(vec![old, request]),
+                    Requests::Many(mut all) => {
+                        all.retain(|r| is_live(&r.sender));
+                        if all.len() >= MAX_REQUESTS {
+                            all.remove(0);
                         }
-                        Holders::from_many(all)
+                        all.push(request);
+                        Requests::from_many(all)
                     }
                 };
             }
@@ -136,59 +165,53 @@ impl Pending {
         }
     }
 
-    /// Where `replier`'s `REPLY` to `id` goes. Every replier may answer
-    /// until the entry expires (scatter/gather). `check` says of a holder
-    /// whether it is still connected (`None` if not) and whether its
-    /// `EVENT` could have reached the replier.
+    /// Where `replier`'s `REPLY` to `id` goes, and notes that it answered.
+    /// Every replier may answer until the request expires (scatter/gather).
+    /// `check` tells of a request's sender and reach.
     pub fn lookup(
         &mut self,
         id: &str,
         replier: SessionId,
         now: Instant,
-        check: impl Fn(&SessionId, &Reach) -> Option<bool>,
+        check: impl Fn(&SessionId, &Reach) -> Check,
     ) -> Target {
         self.expire(now);
-        match self.map.get_mut(id) {
-            None => Target::Unknown,
-            Some(Holders::One(h)) => match check(&h.sender, &h.reach) {
-                Some(_) => Target::Sender(h.sender),
-                None => Target::Gone,
-            },
-            Some(Holders::Many(all)) => {
-                let mut first_live = None;
+        let request = match self.map.get_mut(id) {
+            None => return Target::Unknown,
+            Some(Requests::One(one)) => one,
+            Some(Requests::Many(all)) => {
                 let mut unanswered = None;
                 let mut newest_reaching = None;
-                for (i, (h, replied)) in all.iter().enumerate() {
-                    let Some(reaches) = check(&h.sender, &h.reach) else {
-                        continue;
-                    };
-                    first_live.get_or_insert(i);
-                    if reaches {
-                        if !replied.contains(&replier) {
+                let mut first_live = None;
+                for (i, r) in all.iter().enumerate() {
+                    let c = check(&r.sender, &r.reach);
+                    if c.live && first_live.is_none() {
+                        first_live = Some(i);
+                    }
+                    if c.reaches {
+                        if !r.answered_by(&replier) {
                             unanswered = Some(i);
                             break;
                         }
                         newest_reaching = Some(i);
                     }
                 }
-                if let Some(i) = unanswered {
-                    // The oldest request that could have reached this
-                    // replier and that it has not answered.
-                    let (h, replied) = &mut all[i];
-                    if replied.len() < MAX_REPLIED {
-                        replied.push(replier);
-                    }
-                    return Target::Sender(h.sender);
-                }
-                match newest_reaching.or(first_live) {
-                    Some(i) => Target::Sender(all[i].0.sender),
-                    None => Target::Gone,
+                // None reached the replier: the oldest whose sender is connected.
+                match unanswered.or(newest_reaching).or(first_live) {
+                    Some(i) => &mut all[i],
+                    None => return Target::Gone,
                 }
             }
+        };
+        request.record(replier);
+        if check(&request.sender, &request.reach).live {
+            Target::Sender(request.sender)
+        } else {
+            Target::Gone
         }
     }
 
-    /// Drops every entry whose TTL has passed.
+    /// Drops every request whose TTL has passed.
     pub fn expire(&mut self, now: Instant) {
         while self.order.front().is_some_and(|(_, _, deadline)| *deadline <= now) {
             self.pop_oldest();
@@ -200,16 +223,16 @@ impl Pending {
             return;
         };
         let Some(slot) = self.map.get_mut(&id) else { return };
-        let next = match std::mem::replace(slot, Holders::Many(Vec::new())) {
-            Holders::One(h) if h.generation == generation => None,
-            Holders::One(h) => Some(Holders::One(h)),
-            Holders::Many(mut all) => {
-                all.retain(|(h, _)| h.generation != generation);
-                (!all.is_empty()).then(|| Holders::from_many(all))
+        let next = match std::mem::replace(slot, Requests::Many(Vec::new())) {
+            Requests::One(r) if r.generation == generation => None,
+            Requests::One(r) => Some(Requests::One(r)),
+            Requests::Many(mut all) => {
+                all.retain(|r| r.generation != generation);
+                (!all.is_empty()).then(|| Requests::from_many(all))
             }
         };
         match next {
-            Some(holders) => *slot = holders,
+            Some(requests) => *slot = requests,
             None => {
                 self.map.remove(&id);
             }
@@ -226,38 +249,34 @@ impl Pending {
     }
 }
 
-impl Holders {
-    /// `Many` back to `One` when a single holder is left (never called empty).
-    fn from_many(mut all: Vec<(Holder, Vec<SessionId>)>) -> Holders {
-        if all.len() == 1 {
-            if let Some((h, _)) = all.pop() {
-                return Holders::One(h);
-            }
-        }
-        Holders::Many(all)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ALL: Reach = Reach::Everyone;
+    const YES: Check = Check {
+        live: true,
+        reaches: true,
+    };
 
-    /// Every holder is connected, and reaches the replier by `reaches`.
+    /// Every sender is connected and every request reached the replier.
     fn ask(p: &mut Pending, id: &str, replier: SessionId, now: Instant) -> Target {
-        p.lookup(id, replier, now, |_, _| Some(true))
+        p.lookup(id, replier, now, |_, _| YES)
     }
 
     fn group(name: &str) -> Reach {
         Reach::Group(GroupName::parse(name).unwrap())
     }
 
+    fn ids<const N: usize>() -> [SessionId; N] {
+        std::array::from_fn(|_| SessionId::new())
+    }
+
     #[test]
     fn entries_answer_until_their_ttl_then_expire() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
-        let (a, r) = (SessionId::new(), SessionId::new());
+        let [a, r] = ids();
         p.insert("x".into(), a, ALL, t0, |_| false);
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(50)), Target::Sender(a));
         assert_eq!(
@@ -274,16 +293,20 @@ mod tests {
     fn a_sender_that_left_is_gone_not_unknown() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
-        let (a, r) = (SessionId::new(), SessionId::new());
+        let [a, r] = ids();
         p.insert("x".into(), a, ALL, t0, |_| true);
-        assert_eq!(p.lookup("x", r, t0, |_, _| None), Target::Gone);
+        let left = |_: &SessionId, _: &Reach| Check {
+            live: false,
+            reaches: true,
+        };
+        assert_eq!(p.lookup("x", r, t0, left), Target::Gone);
     }
 
     #[test]
     fn the_table_is_bounded_and_the_oldest_go_first() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 3);
-        let (s, r) = (SessionId::new(), SessionId::new());
+        let [s, r] = ids();
         for i in 0..5 {
             p.insert(i.to_string().into(), s, ALL, t0, |_| false);
         }
@@ -297,7 +320,7 @@ mod tests {
     fn two_senders_of_one_id_each_get_the_reply_to_their_own_request() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
-        let (a, b, r, q) = (SessionId::new(), SessionId::new(), SessionId::new(), SessionId::new());
+        let [a, b, r, q] = ids();
         p.insert("1".into(), a, group("g"), t0, |_| true);
         p.insert("1".into(), b, group("g"), t0, |_| true);
         // A replier that answers in the order it received the requests.
@@ -309,72 +332,132 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_goes_to_the_holder_whose_event_could_have_reached_the_replier() {
+    fn a_reply_before_the_second_request_still_counts() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
-        let (a, b, r) = (SessionId::new(), SessionId::new(), SessionId::new());
+        let [a, b, r] = ids();
+        p.insert("1".into(), a, group("g"), t0, |_| true);
+        assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
+        p.insert("1".into(), b, group("g"), t0, |_| true);
+        assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
+    }
+
+    #[test]
+    fn a_sender_reusing_its_id_makes_a_new_request_after_the_others() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_secs(60), 10);
+        let [a, b, r] = ids();
+        p.insert("1".into(), a, ALL, t0, |_| true);
+        p.insert("1".into(), b, ALL, t0, |_| true);
+        assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
+        p.insert("1".into(), a, ALL, t0, |_| true);
+        assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
+        assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
+    }
+
+    #[test]
+    fn a_reply_goes_to_the_request_that_could_have_reached_the_replier() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_secs(60), 10);
+        let [a, b, r] = ids();
         p.insert("1".into(), a, group("g1"), t0, |_| true);
         p.insert("1".into(), b, Reach::Session(r), t0, |_| true);
-        let in_g2 = |_: &SessionId, reach: &Reach| Some(*reach == group("g2") || *reach == Reach::Session(r));
+        let in_g2 = |_: &SessionId, reach: &Reach| Check {
+            live: true,
+            reaches: *reach == group("g2") || *reach == Reach::Session(r),
+        };
         assert_eq!(p.lookup("1", r, t0, in_g2), Target::Sender(b), "A asked g1 only");
-        // No holder reached the replier: the oldest connected one.
-        let nobody = |_: &SessionId, _: &Reach| Some(false);
-        assert_eq!(p.lookup("1", r, t0, nobody), Target::Sender(a));
-        // The holders that left are skipped.
-        let only_b = |s: &SessionId, _: &Reach| (*s == b).then_some(true);
-        assert_eq!(p.lookup("1", SessionId::new(), t0, only_b), Target::Sender(b));
+        // No request reached the replier: the oldest whose sender is connected.
+        let nobody = |s: &SessionId, _: &Reach| Check {
+            live: *s == b,
+            reaches: false,
+        };
+        assert_eq!(p.lookup("1", SessionId::new(), t0, nobody), Target::Sender(b));
+    }
+
+    #[test]
+    fn a_reply_to_a_request_whose_sender_left_is_gone_not_sent_to_another() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_secs(60), 10);
+        let [a, b, r] = ids();
+        p.insert("7".into(), a, group("g1"), t0, |_| true);
+        p.insert("7".into(), b, group("g2"), t0, |_| true);
+        // A has left; the replier is in g1 only.
+        let check = |s: &SessionId, reach: &Reach| Check {
+            live: *s != a,
+            reaches: *reach == group("g1"),
+        };
+        assert_eq!(p.lookup("7", r, t0, check), Target::Gone);
+        assert_eq!(p.lookup("7", r, t0, check), Target::Gone, "and again");
     }
 
     #[test]
     fn a_later_event_with_the_same_id_cannot_take_the_first_reply() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
-        let (a, m, r) = (SessionId::new(), SessionId::new(), SessionId::new());
+        let [a, m, r] = ids();
         p.insert("x".into(), a, group("g"), t0, |_| true);
         p.insert("x".into(), m, group("g"), t0, |_| true);
         assert_eq!(ask(&mut p, "x", r, t0), Target::Sender(a));
-        // Once A has left, its place is taken.
+        // Once A has left, its request is forgotten with M's next one.
         p.insert("x".into(), m, group("g"), t0 + Duration::from_millis(50), |s| *s != a);
-        assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(50)), Target::Sender(m));
-        // Each holder expires on its own: A's original at 100 ms, M's renewal at 150.
+        let fresh = SessionId::new();
+        assert_eq!(
+            ask(&mut p, "x", fresh, t0 + Duration::from_millis(50)),
+            Target::Sender(m)
+        );
+        // Each request expires on its own: M's first at 100 ms, its second at 150.
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(120)), Target::Sender(m));
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(150)), Target::Unknown);
         assert!(p.is_empty());
+        assert!(p.order.is_empty());
     }
 
     #[test]
-    fn holders_expire_one_by_one_and_a_last_one_is_single_again() {
+    fn requests_expire_one_by_one_and_a_last_one_is_single_again() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
-        let (a, b, r) = (SessionId::new(), SessionId::new(), SessionId::new());
+        let [a, b, r] = ids();
         p.insert("x".into(), a, ALL, t0, |_| true);
         p.insert("x".into(), b, ALL, t0 + Duration::from_millis(50), |_| true);
-        // A expired: B alone holds the id, and any replier reaches it.
         let t = t0 + Duration::from_millis(100);
-        assert_eq!(p.lookup("x", r, t, |_, _| Some(false)), Target::Sender(b));
-        assert!(matches!(p.map.get("x"), Some(Holders::One(_))));
+        let nobody = |_: &SessionId, _: &Reach| Check {
+            live: true,
+            reaches: false,
+        };
+        assert_eq!(p.lookup("x", r, t, nobody), Target::Sender(b));
+        assert!(matches!(p.map.get("x"), Some(Requests::One(_))));
     }
 
     #[test]
-    fn one_id_keeps_at_most_max_holders() {
+    fn one_id_keeps_at_most_max_requests_and_each_at_most_max_repliers() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 1000);
-        let senders: Vec<_> = (0..MAX_HOLDERS + 5).map(|_| SessionId::new()).collect();
+        let senders: Vec<_> = (0..MAX_REQUESTS + 5).map(|_| SessionId::new()).collect();
         for s in &senders {
             p.insert("1".into(), *s, ALL, t0, |_| true);
         }
-        let Some(Holders::Many(all)) = p.map.get("1") else {
-            panic!("several holders")
+        let Some(Requests::Many(all)) = p.map.get("1") else {
+            panic!("several requests")
         };
-        assert_eq!(all.len(), MAX_HOLDERS);
-        assert_eq!(all[0].0.sender, senders[5], "the oldest went first");
+        assert_eq!(all.len(), MAX_REQUESTS);
+        assert_eq!(all[0].sender, senders[5], "the oldest went first");
+        // Past MAX_REPLIERS repliers the oldest request counts as answered.
+        for _ in 0..MAX_REPLIERS {
+            assert_eq!(ask(&mut p, "1", SessionId::new(), t0), Target::Sender(senders[5]));
+        }
+        assert_eq!(ask(&mut p, "1", SessionId::new(), t0), Target::Sender(senders[6]));
+        let Some(Requests::Many(all)) = p.map.get("1") else {
+            panic!("several requests")
+        };
+        assert_eq!(all[0].replied.len(), MAX_REPLIERS);
     }
 
     #[test]
     fn reusing_an_id_keeps_the_order_queue_bounded_and_the_latest_sender() {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 4);
-        let (a, b, r) = (SessionId::new(), SessionId::new(), SessionId::new());
+        let [a, b, r] = ids();
         for i in 0..1000 {
             p.insert("same".into(), if i % 2 == 0 { a } else { b }, ALL, t0, |_| false);
         }

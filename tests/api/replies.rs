@@ -146,6 +146,44 @@ async fn two_requesters_that_use_the_same_id_each_get_the_reply_to_their_own_req
 }
 
 #[actix_web::test]
+async fn a_second_request_with_a_used_id_after_the_first_was_answered_gets_its_own_reply() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    let (mut responder, _) = svc_member(&app).await;
+    ask_g1(&mut a, "1").await;
+    assert_eq!(responder.recv_frame().await.unwrap()["id"], "1");
+    reply(&mut responder, "1", json!("to a")).await;
+    assert_eq!(a.recv_frame().await.unwrap()["data"], "to a");
+    ask_g1(&mut b, "1").await;
+    assert_eq!(responder.recv_frame().await.unwrap()["id"], "1");
+    reply(&mut responder, "1", json!("to b")).await;
+    assert_eq!(b.recv_frame().await.unwrap()["data"], "to b");
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
+async fn a_reply_to_a_request_whose_sender_left_is_unknown_target_even_if_another_used_the_id() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    let (mut in_g1, _) = svc_member(&app).await;
+    let (mut in_g2, _) = app.identified(&["g2"]).await;
+    ask_g1(&mut a, "7").await;
+    assert_eq!(in_g1.recv_frame().await.unwrap()["id"], "7");
+    b.send_json(&json!({"op": 0, "id": "7", "event": "INFO", "intent": {"target": "GROUP", "identifier": "g2"}}))
+        .await
+        .unwrap();
+    assert_eq!(in_g2.recv_frame().await.unwrap()["id"], "7");
+    a.close().await.unwrap();
+    app.wait_connections("identified", 3).await;
+    // The g1 member answers A's request: A is gone, and B never asked g1.
+    reply(&mut in_g1, "7", json!("for a")).await;
+    assert_error(&in_g1.recv_frame().await.unwrap(), "unknown_target", Some("7"));
+    assert_silent(&mut b, QUIET).await;
+}
+
+#[actix_web::test]
 async fn with_one_id_sent_to_different_targets_a_reply_goes_to_the_request_that_reached_the_replier() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
