@@ -73,6 +73,8 @@ pub struct Reply {
 #[rtype(result = "()")]
 pub struct Leave {
     pub id: SessionId,
+    /// The connection ended without a close frame either way (1006).
+    pub lost: bool,
 }
 
 // ---- hub -> session ----

@@ -420,6 +420,12 @@ impl Handler<Leave> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
         if let Some(key) = self.registry.key(&msg.id) {
+            // Counted here, not by the session: a session the hub has closed
+            // (and counted) is already gone from the registry, even when its
+            // socket ended before it could send the close frame.
+            if msg.lost {
+                self.metrics.connection_lost();
+            }
             self.remove_session(key);
         }
     }

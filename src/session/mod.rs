@@ -505,14 +505,17 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        // Counted before the hub hears of it, so that whoever sees the
-        // session gone in `/status` finds the close counted in `/metrics`.
-        match (self.close_code, self.closed_by_hub) {
-            (Some(code), false) => self.config.metrics.disconnected(code),
-            (None, _) => self.config.metrics.connection_lost(),
-            (Some(_), true) => {}
+        // A close the session decided is counted before the hub hears of
+        // it, so that whoever sees the session gone in `/status` finds it
+        // counted in `/metrics`; a lost connection is counted by the hub as
+        // it removes the session, unless the hub had closed (and counted) it.
+        if let (Some(code), false) = (self.close_code, self.closed_by_hub) {
+            self.config.metrics.disconnected(code);
         }
-        self.config.hub.do_send(Leave { id: self.id });
+        self.config.hub.do_send(Leave {
+            id: self.id,
+            lost: self.close_code.is_none() && !self.closed_by_hub,
+        });
         log::info!(
             "disconnect: session {} service {} peer {} code {}",
             self.id,

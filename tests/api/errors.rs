@@ -7,6 +7,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::helpers::*;
 
@@ -197,8 +198,22 @@ async fn a_connection_that_ends_without_a_close_frame_is_counted_as_1006_and_one
     app.wait_connections("identified", 3).await;
     drop(dropped);
     // A close frame, then the socket closed at once without waiting for the
-    // answer: still a close by the client, not a lost connection.
-    hasty.close().await.unwrap();
+    // answer: still a close by the client, not a lost connection. Corked, so
+    // that the frame and the end of the stream arrive in one segment and
+    // the hub reads both in one go.
+    let mut hasty = hasty.into_inner();
+    #[cfg(target_os = "linux")]
+    if let MaybeTlsStream::Plain(tcp) = hasty.get_ref() {
+        socket2::SockRef::from(tcp).set_cork(true).unwrap();
+    }
+    hasty
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await
+        .unwrap();
+    drop(hasty);
     let normal = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
