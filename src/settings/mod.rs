@@ -409,21 +409,22 @@ impl Settings {
 /// A WebSocket path is a plain path: `/`, then letters, digits and `/_.~-`,
 /// with no empty, `.` or `..` segment (clients remove those before sending),
 /// and none of the hub's own endpoints, nor a parent of one.
-/// An IP address, or a host name to resolve (labels of letters, digits and
-/// `-`). Digits and dots that are no IPv4 address (`999.1.1.1`) are a typo,
-/// not a name.
+/// An IP address, or a host name to resolve (labels of letters, digits,
+/// `-` and `_`, as container names have; a final dot allowed). Digits and
+/// dots that are no IPv4 address (`999.1.1.1`) are a typo, not a name.
 fn check_host(host: &str) -> Result<(), String> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
+    let name = host.strip_suffix('.').unwrap_or(host);
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    if host.len() <= 253 && !numeric && host.split('.').all(label_ok) {
+    let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if name.len() <= 253 && !numeric && name.split('.').all(label_ok) {
         Ok(())
     } else {
         Err(format!(
@@ -684,12 +685,15 @@ mod tests {
             "::1",
             "localhost",
             "hub-1.internal",
+            "hub_1",
+            "hub.example.com.",
             "10.0.0.1",
         ] {
             assert_eq!(check_host(host), Ok(()), "{host}");
         }
         for host in [
             "",
+            ".",
             "999.1.1.1",
             "1.2.3",
             "a b",
