@@ -1,9 +1,10 @@
 //! A reference point for `socket-hub-bench`: the hub's frames served by a
 //! plain tokio + tungstenite server with none of the hub's guarantees (no
 //! tokens checked, no limits, no heartbeats, no HTTP endpoints, unbounded
-//! queues). Run both in the same hour and the difference is what the hub and
-//! its stack cost; what they share is the machine's floor (see BENCHMARKS.md,
-//! "The floor").
+//! queues). Run both in the same hour to tell what the hub and its stack add
+//! from what the machine costs that hour (see BENCHMARKS.md, "The same
+//! frames through a plain tokio server"). It is not a lower bound: its
+//! work-stealing runtime moves a connection's tasks between cores.
 //!
 //! ```sh
 //! cargo build --release --examples
