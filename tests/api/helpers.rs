@@ -108,6 +108,17 @@ impl TestApp {
         path: &str,
         authorization: Option<&str>,
     ) -> (u16, awc::http::header::HeaderMap, Value) {
+        let (status, headers, body) = self.send_raw(method, path, authorization).await;
+        (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// [`TestApp::send`], with the body as it came.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> (u16, awc::http::header::HeaderMap, bytes::Bytes) {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = awc::Client::new().request(method, format!("{}{path}", self.http_url));
         if let Some(value) = authorization {
@@ -118,11 +129,7 @@ impl TestApp {
             .expect("answers in time")
             .expect("request succeeds");
         let body = resp.body().await.expect("body");
-        (
-            resp.status().as_u16(),
-            resp.headers().clone(),
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        (resp.status().as_u16(), resp.headers().clone(), body)
     }
 
     /// GETs a path; returns the status and the JSON body (or Null).

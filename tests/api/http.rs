@@ -1,7 +1,6 @@
 //! The HTTP endpoints (PROTOCOL.md §10).
 
 use serde_json::{json, Value};
-use socket_hub::client::WAIT;
 
 use crate::helpers::*;
 
@@ -135,17 +134,8 @@ async fn head_answers_like_get_without_a_body() {
         ("/status", Some("Bearer st"), 200),
         ("/status", None, 401),
     ] {
-        let url = format!("{}{path}", app.http_url);
-        let mut req = awc::Client::new().head(&url);
-        if let Some(value) = authorization {
-            req = req.insert_header(("Authorization", value));
-        }
-        let mut resp = tokio::time::timeout(WAIT, req.send())
-            .await
-            .expect("answers in time")
-            .expect("request succeeds");
-        let body = resp.body().await.expect("body");
-        assert_eq!((resp.status().as_u16(), body.len()), (status, 0), "HEAD {path}");
+        let (code, _, body) = app.send_raw("HEAD", path, authorization).await;
+        assert_eq!((code, body.len()), (status, 0), "HEAD {path}");
     }
 }
 

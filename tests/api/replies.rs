@@ -117,6 +117,22 @@ async fn another_sessions_event_with_a_pending_id_cannot_take_its_replies_until_
     assert_eq!(b.recv_frame().await.unwrap()["data"], "for b");
 }
 
+/// A asks `g1` and then B asks `g2`, both with the id "7"; each request has
+/// reached the one member of its group. Returns A, B and the two members.
+async fn seven_to_g1_then_g2(app: &TestApp) -> [Client; 4] {
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    let (mut in_g1, _) = svc_member(app).await;
+    let (mut in_g2, _) = app.identified(&["g2"]).await;
+    ask_g1(&mut a, "7").await;
+    assert_eq!(in_g1.recv_frame().await.unwrap()["id"], "7");
+    b.send_json(&json!({"op": 0, "id": "7", "event": "INFO", "intent": {"target": "GROUP", "identifier": "g2"}}))
+        .await
+        .unwrap();
+    assert_eq!(in_g2.recv_frame().await.unwrap()["id"], "7");
+    [a, b, in_g1, in_g2]
+}
+
 #[actix_web::test]
 async fn two_requesters_that_use_the_same_id_each_get_the_reply_to_their_own_request() {
     let app = spawn_app().await;
@@ -165,16 +181,7 @@ async fn a_second_request_with_a_used_id_after_the_first_was_answered_gets_its_o
 #[actix_web::test]
 async fn a_reply_to_a_request_whose_sender_left_is_unknown_target_even_if_another_used_the_id() {
     let app = spawn_app().await;
-    let (mut a, _) = app.identified(&[]).await;
-    let (mut b, _) = app.identified(&[]).await;
-    let (mut in_g1, _) = svc_member(&app).await;
-    let (mut in_g2, _) = app.identified(&["g2"]).await;
-    ask_g1(&mut a, "7").await;
-    assert_eq!(in_g1.recv_frame().await.unwrap()["id"], "7");
-    b.send_json(&json!({"op": 0, "id": "7", "event": "INFO", "intent": {"target": "GROUP", "identifier": "g2"}}))
-        .await
-        .unwrap();
-    assert_eq!(in_g2.recv_frame().await.unwrap()["id"], "7");
+    let [a, mut b, mut in_g1, _in_g2] = seven_to_g1_then_g2(&app).await;
     a.close().await.unwrap();
     app.wait_connections("identified", 3).await;
     // The g1 member answers A's request: A is gone, and B never asked g1.
@@ -186,16 +193,7 @@ async fn a_reply_to_a_request_whose_sender_left_is_unknown_target_even_if_anothe
 #[actix_web::test]
 async fn with_one_id_sent_to_different_targets_a_reply_goes_to_the_request_that_reached_the_replier() {
     let app = spawn_app().await;
-    let (mut a, _) = app.identified(&[]).await;
-    let (mut b, _) = app.identified(&[]).await;
-    let (mut in_g1, _) = svc_member(&app).await;
-    let (mut in_g2, _) = app.identified(&["g2"]).await;
-    ask_g1(&mut a, "7").await;
-    assert_eq!(in_g1.recv_frame().await.unwrap()["id"], "7");
-    b.send_json(&json!({"op": 0, "id": "7", "event": "INFO", "intent": {"target": "GROUP", "identifier": "g2"}}))
-        .await
-        .unwrap();
-    assert_eq!(in_g2.recv_frame().await.unwrap()["id"], "7");
+    let [mut a, mut b, mut in_g1, mut in_g2] = seven_to_g1_then_g2(&app).await;
     // Only B's request reached g2, though A's is older.
     reply(&mut in_g2, "7", json!("from g2")).await;
     assert_eq!(b.recv_frame().await.unwrap()["data"], "from g2");
