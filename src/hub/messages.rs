@@ -73,8 +73,9 @@ pub struct Reply {
 #[rtype(result = "()")]
 pub struct Leave {
     pub id: SessionId,
-    /// The connection ended without a close frame either way (1006).
-    pub lost: bool,
+    /// The close code the session decided, or `None` when the connection
+    /// ended without a close frame either way (counted as 1006).
+    pub code: Option<CloseCode>,
 }
 
 // ---- hub -> session ----

@@ -219,9 +219,9 @@ impl Hub {
                     self.metrics.dropped(Drop::SlowConsumer, n);
                     self.close_session(key, CloseCode::SlowConsumer);
                 }
-                Err(SendError::Closed(_)) => {
-                    self.remove_session(key);
-                }
+                // The session has stopped, and its `Leave` (sent as it
+                // stopped) is in the mailbox: that removes and counts it.
+                Err(SendError::Closed(_)) => {}
             }
         }
         // Keep the list's room for the next flush, unless something was
@@ -360,10 +360,7 @@ impl Handler<Route> for Hub {
                             None => Reach::Everyone,
                         },
                     };
-                    self.pending
-                        .insert(msg.id.clone(), from, reach, Instant::now(), |holder| {
-                            registry.key(holder).is_some()
-                        });
+                    self.pending.insert(msg.id.clone(), from, reach, Instant::now());
                 }
                 if !out.is_empty() {
                     let at = self.append(&msg.frame);
@@ -392,9 +389,10 @@ impl Handler<Reply> for Hub {
             .pending
             .lookup(&msg.id, msg.from, Instant::now(), |sender, reach| Check {
                 live: registry.key(sender).is_some(),
+                // A GLOBAL or GROUP frame never reaches its own sender.
                 reaches: match reach {
-                    Reach::Everyone => true,
-                    Reach::Group(name) => replier_groups.contains(name),
+                    Reach::Everyone => *sender != msg.from,
+                    Reach::Group(name) => *sender != msg.from && replier_groups.contains(name),
                     Reach::Session(id) => *id == msg.from,
                 },
             });
@@ -420,11 +418,13 @@ impl Handler<Leave> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
         if let Some(key) = self.registry.key(&msg.id) {
-            // Counted here, not by the session: a session the hub has closed
-            // (and counted) is already gone from the registry, even when its
-            // socket ended before it could send the close frame.
-            if msg.lost {
-                self.metrics.connection_lost();
+            // Every close is counted once, here or in `close_session`: a
+            // session the hub has closed (and counted) is already gone from
+            // the registry, even when it closed itself at the same moment or
+            // its socket ended before the close frame.
+            match msg.code {
+                Some(code) => self.metrics.disconnected(code),
+                None => self.metrics.connection_lost(),
             }
             self.remove_session(key);
         }

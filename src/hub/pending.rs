@@ -119,16 +119,10 @@ impl Pending {
     }
 
     /// Remembers that `sender` sent the `EVENT` `id` to `reach` at `now`
-    /// (one lookup). Requests with the same id from senders that have left
-    /// (`is_live` says which are still connected) are forgotten.
-    pub fn insert(
-        &mut self,
-        id: Arc<str>,
-        sender: SessionId,
-        reach: Reach,
-        now: Instant,
-        is_live: impl Fn(&SessionId) -> bool,
-    ) {
+    /// (one lookup). Earlier requests with the same id stay until they
+    /// expire, also those whose sender has left: a reply to one of them is
+    /// `unknown_target`, not a reply for whoever used the id next.
+    pub fn insert(&mut self, id: Arc<str>, sender: SessionId, reach: Reach, now: Instant) {
         self.expire(now);
         let generation = self.generation + 1;
         let deadline = now + self.ttl;
@@ -145,10 +139,8 @@ impl Pending {
             Entry::Occupied(mut held) => {
                 let slot = held.get_mut();
                 *slot = match std::mem::replace(slot, Requests::Many(Vec::new())) {
-                    Requests::One(old) if !is_live(&old.sender) => Requests::One(request),
                     Requests::One(old) => Requests::Many(vec![old, request]),
                     Requests::Many(mut all) => {
-                        all.retain(|r| is_live(&r.sender));
                         if all.len() >= MAX_REQUESTS {
                             all.remove(0);
                         }
@@ -277,7 +269,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, r] = ids();
-        p.insert("x".into(), a, ALL, t0, |_| false);
+        p.insert("x".into(), a, ALL, t0);
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(50)), Target::Sender(a));
         assert_eq!(
             ask(&mut p, "x", r, t0 + Duration::from_millis(60)),
@@ -294,7 +286,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, r] = ids();
-        p.insert("x".into(), a, ALL, t0, |_| true);
+        p.insert("x".into(), a, ALL, t0);
         let left = |_: &SessionId, _: &Reach| Check {
             live: false,
             reaches: true,
@@ -308,7 +300,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 3);
         let [s, r] = ids();
         for i in 0..5 {
-            p.insert(i.to_string().into(), s, ALL, t0, |_| false);
+            p.insert(i.to_string().into(), s, ALL, t0);
         }
         assert_eq!(p.len(), 3);
         assert_eq!(ask(&mut p, "0", r, t0), Target::Unknown);
@@ -321,8 +313,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r, q] = ids();
-        p.insert("1".into(), a, group("g"), t0, |_| true);
-        p.insert("1".into(), b, group("g"), t0, |_| true);
+        p.insert("1".into(), a, group("g"), t0);
+        p.insert("1".into(), b, group("g"), t0);
         // A replier that answers in the order it received the requests.
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
@@ -336,9 +328,9 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, group("g"), t0, |_| true);
+        p.insert("1".into(), a, group("g"), t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
-        p.insert("1".into(), b, group("g"), t0, |_| true);
+        p.insert("1".into(), b, group("g"), t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
     }
 
@@ -347,10 +339,10 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, ALL, t0, |_| true);
-        p.insert("1".into(), b, ALL, t0, |_| true);
+        p.insert("1".into(), a, ALL, t0);
+        p.insert("1".into(), b, ALL, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
-        p.insert("1".into(), a, ALL, t0, |_| true);
+        p.insert("1".into(), a, ALL, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
     }
@@ -360,8 +352,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, group("g1"), t0, |_| true);
-        p.insert("1".into(), b, Reach::Session(r), t0, |_| true);
+        p.insert("1".into(), a, group("g1"), t0);
+        p.insert("1".into(), b, Reach::Session(r), t0);
         let in_g2 = |_: &SessionId, reach: &Reach| Check {
             live: true,
             reaches: *reach == group("g2") || *reach == Reach::Session(r),
@@ -380,8 +372,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("7".into(), a, group("g1"), t0, |_| true);
-        p.insert("7".into(), b, group("g2"), t0, |_| true);
+        p.insert("7".into(), a, group("g1"), t0);
+        p.insert("7".into(), b, group("g2"), t0);
         // A has left; the replier is in g1 only.
         let check = |s: &SessionId, reach: &Reach| Check {
             live: *s != a,
@@ -396,16 +388,20 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, m, r] = ids();
-        p.insert("x".into(), a, group("g"), t0, |_| true);
-        p.insert("x".into(), m, group("g"), t0, |_| true);
+        p.insert("x".into(), a, group("g"), t0);
+        p.insert("x".into(), m, group("g"), t0);
         assert_eq!(ask(&mut p, "x", r, t0), Target::Sender(a));
-        // Once A has left, its request is forgotten with M's next one.
-        p.insert("x".into(), m, group("g"), t0 + Duration::from_millis(50), |s| *s != a);
+        // Once A has left, a reply to its request is unknown_target, even
+        // after M has used the id again; M's requests come after it.
+        p.insert("x".into(), m, group("g"), t0 + Duration::from_millis(50));
+        let a_left = |s: &SessionId, _: &Reach| Check {
+            live: *s != a,
+            reaches: true,
+        };
         let fresh = SessionId::new();
-        assert_eq!(
-            ask(&mut p, "x", fresh, t0 + Duration::from_millis(50)),
-            Target::Sender(m)
-        );
+        let t = t0 + Duration::from_millis(50);
+        assert_eq!(p.lookup("x", fresh, t, a_left), Target::Gone);
+        assert_eq!(p.lookup("x", fresh, t, a_left), Target::Sender(m));
         // Each request expires on its own: M's first at 100 ms, its second at 150.
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(120)), Target::Sender(m));
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(150)), Target::Unknown);
@@ -418,8 +414,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, b, r] = ids();
-        p.insert("x".into(), a, ALL, t0, |_| true);
-        p.insert("x".into(), b, ALL, t0 + Duration::from_millis(50), |_| true);
+        p.insert("x".into(), a, ALL, t0);
+        p.insert("x".into(), b, ALL, t0 + Duration::from_millis(50));
         let t = t0 + Duration::from_millis(100);
         let nobody = |_: &SessionId, _: &Reach| Check {
             live: true,
@@ -435,7 +431,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 1000);
         let senders: Vec<_> = (0..MAX_REQUESTS + 5).map(|_| SessionId::new()).collect();
         for s in &senders {
-            p.insert("1".into(), *s, ALL, t0, |_| true);
+            p.insert("1".into(), *s, ALL, t0);
         }
         let Some(Requests::Many(all)) = p.map.get("1") else {
             panic!("several requests")
@@ -459,9 +455,17 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 4);
         let [a, b, r] = ids();
         for i in 0..1000 {
-            p.insert("same".into(), if i % 2 == 0 { a } else { b }, ALL, t0, |_| false);
+            p.insert("same".into(), if i % 2 == 0 { a } else { b }, ALL, t0);
         }
-        assert_eq!(ask(&mut p, "same", r, t0), Target::Sender(b));
+        // The newest requests are kept (as many as the order queue holds):
+        // a replier answers them oldest first.
         assert!(p.order.len() <= 8);
+        let Some(Requests::Many(all)) = p.map.get("same") else {
+            panic!("several requests")
+        };
+        assert_eq!(all.len(), p.order.len());
+        assert_eq!(all.last().map(|r| r.sender), Some(b));
+        let first = all[0].sender;
+        assert_eq!(ask(&mut p, "same", r, t0), Target::Sender(first));
     }
 }

@@ -133,8 +133,6 @@ pub struct WsSession {
     fragments: Option<(bool, BytesMut)>,
     /// Why we are closing; `None` while open or when the client vanished.
     close_code: Option<CloseCode>,
-    /// The hub ordered the close and counted it.
-    closed_by_hub: bool,
     /// When the session must have identified (`limits.identify_timeout_ms`).
     identify_by: Instant,
     /// Messages handled, for the payload's gate (`inbound`).
@@ -167,7 +165,6 @@ impl WsSession {
             closer,
             fragments: None,
             close_code: None,
-            closed_by_hub: false,
             identify_by,
             handled: Handled::default(),
             _slot: slot,
@@ -505,16 +502,12 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        // A close the session decided is counted before the hub hears of
-        // it, so that whoever sees the session gone in `/status` finds it
-        // counted in `/metrics`; a lost connection is counted by the hub as
-        // it removes the session, unless the hub had closed (and counted) it.
-        if let (Some(code), false) = (self.close_code, self.closed_by_hub) {
-            self.config.metrics.disconnected(code);
-        }
+        // The hub counts the close as it removes the session (unless it
+        // closed the session itself and counted it then), so that whoever
+        // sees the session gone in `/status` finds it counted in `/metrics`.
         self.config.hub.do_send(Leave {
             id: self.id,
-            lost: self.close_code.is_none() && !self.closed_by_hub,
+            code: self.close_code,
         });
         log::info!(
             "disconnect: session {} service {} peer {} code {}",
@@ -569,7 +562,6 @@ impl Handler<Deliver> for WsSession {
 impl Handler<Close> for WsSession {
     type Result = ();
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
-        self.closed_by_hub = true;
         self.close(ctx, msg.code);
     }
 }

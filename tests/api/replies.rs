@@ -108,13 +108,32 @@ async fn another_sessions_event_with_a_pending_id_cannot_take_its_replies_until_
         (json!("for a"), json!(c_id))
     );
     assert_silent(&mut b, QUIET).await;
-    // Once A has left, the id is free for B.
+    // Once A has left, a further reply from C to A's request is
+    // unknown_target, even after B has used the id again: B's requests
+    // never reached C.
     a.close().await.unwrap();
     app.wait_connections("identified", 2).await;
     b.send_json(&to_self).await.unwrap();
     assert_eq!(b.recv_frame().await.unwrap()["event"], "MINE");
-    reply(&mut c, "r1", json!("for b")).await;
-    assert_eq!(b.recv_frame().await.unwrap()["data"], "for b");
+    reply(&mut c, "r1", json!("for a again")).await;
+    assert_error(&c.recv_frame().await.unwrap(), "unknown_target", Some("r1"));
+    assert_silent(&mut b, QUIET).await;
+}
+
+#[actix_web::test]
+async fn a_member_that_replies_to_a_shared_id_never_gets_its_own_reply() {
+    let app = spawn_app().await;
+    let (mut a, _) = svc_member(&app).await;
+    let (mut b, _) = svc_member(&app).await;
+    ask_g1(&mut a, "1").await;
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "1");
+    ask_g1(&mut b, "1").await;
+    assert_eq!(a.recv_frame().await.unwrap()["id"], "1");
+    // A answers B's request: A's own request never reached A.
+    reply(&mut a, "1", json!("to b")).await;
+    let got = b.recv_frame().await.unwrap();
+    assert_eq!((got["data"].clone(), got["op"].clone()), (json!("to b"), json!(5)));
+    assert_silent(&mut a, QUIET).await;
 }
 
 /// A asks `g1` and then B asks `g2`, both with the id "7"; each request has
