@@ -24,7 +24,7 @@ pub mod messages;
 pub mod pending;
 pub mod registry;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::mem;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +101,10 @@ pub struct Hub {
     /// A drain has started: a session that connects after it (its upgrade
     /// passed the readiness check just before) is closed at once.
     drain_started: bool,
+    /// Sessions found stopped while delivering, taken out of routing before
+    /// their `Leave` (already queued) counts them; one entry per such session
+    /// until then.
+    stopped: HashSet<SessionId>,
 }
 
 /// Past this many bytes of routed frames the hub flushes at once, before it
@@ -129,6 +133,7 @@ impl Hub {
             scratch: Vec::new(),
             draining: VecDeque::new(),
             drain_started: false,
+            stopped: HashSet::new(),
         }
     }
 
@@ -219,9 +224,15 @@ impl Hub {
                     self.metrics.dropped(Drop::SlowConsumer, n);
                     self.close_session(key, CloseCode::SlowConsumer);
                 }
-                // The session has stopped, and its `Leave` (sent as it
-                // stopped) is in the mailbox: that removes and counts it.
-                Err(SendError::Closed(_)) => {}
+                // The session has stopped: out of routing now (nothing more
+                // is queued or counted against it); its `Leave`, already in
+                // the mailbox, counts the close.
+                Err(SendError::Closed(_)) => {
+                    if let Some(entry) = self.registry.get(key) {
+                        self.stopped.insert(entry.id);
+                    }
+                    self.remove_session(key);
+                }
             }
         }
         // Keep the list's room for the next flush, unless something was
@@ -427,6 +438,11 @@ impl Handler<Leave> for Hub {
                 None => self.metrics.connection_lost(),
             }
             self.remove_session(key);
+        } else if self.stopped.remove(&msg.id) {
+            match msg.code {
+                Some(code) => self.metrics.disconnected(code),
+                None => self.metrics.connection_lost(),
+            }
         }
     }
 }
