@@ -15,9 +15,10 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /build
 
 # Dependencies first, against stub sources for every target Cargo.toml
-# declares, so that this layer is rebuilt only when Cargo.toml or Cargo.lock
-# change, not on every source edit.
+# declares, so that this layer is rebuilt only when Cargo.toml, Cargo.lock or
+# vendor/ change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 RUN mkdir -p src \
  && grep -oE '^path *= *"[^"]+[.]rs"' Cargo.toml | cut -d'"' -f2 \
     | while read -r f; do mkdir -p "$(dirname "$f")" && echo 'fn main() {}' > "$f"; done \
