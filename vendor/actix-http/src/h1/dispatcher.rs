@@ -1245,15 +1245,16 @@ where
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
-                // socket-hub patch: an empty buffer (everything read so far was decoded) is
-                // topped up to its initial size, reusing its allocation when nothing else holds
-                // it; only a connection with bytes still to decode grows it to HW_BUFFER_SIZE.
-                let target = if this.read_buf.is_empty() {
-                    READ_BUFFER_INITIAL
+                // socket-hub patch: with less than LW_BUFFER_SIZE bytes still to decode, make room
+                // for LW_BUFFER_SIZE more, which moves them back to the start of the buffer when
+                // nothing else holds it instead of growing it; only a connection with more than
+                // that undecoded grows its buffer by HW_BUFFER_SIZE steps.
+                let additional = if this.read_buf.len() < LW_BUFFER_SIZE {
+                    LW_BUFFER_SIZE
                 } else {
-                    HW_BUFFER_SIZE
+                    HW_BUFFER_SIZE - remaining
                 };
-                this.read_buf.reserve(target - remaining);
+                this.read_buf.reserve(additional);
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
