@@ -114,8 +114,8 @@ impl Application {
         }
         if settings.server.compact_write_buffers {
             // One body piece at a time, while the write buffer is empty: with
-            // pieces that fit its first 8 KiB it never grows. (Every response
-            // then sends its head in a write of its own.)
+            // pieces of at most 8 KiB it never grows past 8 KiB. (Every
+            // response then sends its head in a write of its own.)
             server = server.h1_write_buffer_size(1);
         }
         let server = server

@@ -30,17 +30,17 @@ use futures_util::Stream;
 
 /// The longest piece the body hands the HTTP layer at once, in KiB: under
 /// the 128 KiB above which actix-http drops its write buffer after a write
-/// and starts again from 8 KiB. (A buffer it grew below that is kept for the
-/// life of the connection.)
+/// and starts again from 1 KiB (vendor/README.md). (A buffer it grew below
+/// that is kept for the life of the connection.)
 pub const PIECE_KIB: u8 = 64;
 
-/// The piece with `server.compact_write_buffers`: exactly the HTTP layer's
-/// first 8 KiB write buffer, small pieces joined up to it. The HTTP layer
-/// then takes a piece only while its buffer is empty ([`crate::startup`]
-/// sets its write buffer size to 1) and, a WebSocket body being written as
-/// it is (no chunk headers), never grows that buffer: after a partial write
-/// it is emptied before the next piece, and an empty buffer is reused from
-/// its start. BENCHMARKS.md, "Memory after a burst", has what each costs.
+/// The piece with `server.compact_write_buffers`: 8 KiB, small pieces joined
+/// up to it. The HTTP layer then takes a piece only while its buffer is
+/// empty ([`crate::startup`] sets its write buffer size to 1) and, a
+/// WebSocket body being written as it is (no chunk headers), never grows
+/// that buffer past 8 KiB: after a partial write it is emptied before the
+/// next piece, and an empty buffer is reused from its start. BENCHMARKS.md,
+/// "Memory after a burst", has what each costs.
 pub const COMPACT_PIECE_KIB: u8 = 8;
 
 /// Room for queued chunks kept once the queue is empty; a burst's larger

@@ -84,8 +84,8 @@ pub struct ServerSettings {
     #[serde(default)]
     pub workers: usize,
     /// Sessions write in pieces of at most 8 KiB, one at a time, so that the
-    /// HTTP layer's write buffer never grows (less memory per used session,
-    /// more CPU at high throughput).
+    /// HTTP layer's write buffer never grows past 8 KiB (less memory per used
+    /// session, more CPU at high throughput).
     #[serde(default)]
     pub compact_write_buffers: bool,
 }
