@@ -88,6 +88,16 @@ impl Client {
         Ok(())
     }
 
+    /// Sends text messages in one burst: queued, then written with one flush
+    /// (a single `write()` while they fit tungstenite's write buffer).
+    pub async fn send_texts(&mut self, texts: impl IntoIterator<Item = String>) -> Result<(), ClientError> {
+        for text in texts {
+            self.ws.feed(Message::text(text)).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+
     /// Sends any WebSocket message (binary, ping, close, ...).
     pub async fn send_raw(&mut self, msg: Message) -> Result<(), ClientError> {
         self.ws.send(msg).await?;

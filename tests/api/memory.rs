@@ -17,8 +17,10 @@ use crate::process::*;
 const SESSIONS: usize = 1_500;
 /// ... and where it is under 4,096 (a hard limit of 1,024 is common).
 const SESSIONS_LOW_LIMIT: usize = 500;
-/// Small `PING`s each session sends after the idle check.
+/// Small `PING`s each session sends after the idle check, one at a time,
+/// then again in bursts of `BURST`.
 const PINGS: usize = 100;
+const BURST: usize = 20;
 /// Sessions opened at once.
 const CONCURRENCY: usize = 16;
 /// The most hub RSS one idle identified session may cost (issue target:
@@ -51,10 +53,11 @@ async fn open_identified(url: &str, n: usize) -> Vec<Client> {
     clients
 }
 
-/// Has every client send `PINGS` small `PING`s, one at a time, each
-/// answered before the next: many small reads, which walk through the
-/// session's read buffer.
-async fn ping_each(clients: Vec<Client>) -> Vec<Client> {
+/// Has every client send `PINGS` small `PING`s (about 70 bytes each on the
+/// wire) in bursts of `burst`, each burst written at once and its `PONG`s
+/// read before the next: many small reads (`burst` 1), or reads of about
+/// 1.4 KiB (`burst` 20), through the session's read buffer.
+async fn ping_each(clients: Vec<Client>, burst: usize) -> Vec<Client> {
     let mut done = Vec::with_capacity(clients.len());
     let mut pinging = JoinSet::new();
     for (i, mut client) in clients.into_iter().enumerate() {
@@ -62,17 +65,22 @@ async fn ping_each(clients: Vec<Client>) -> Vec<Client> {
             done.push(pinging.join_next().await.expect("a task").expect("task ends"));
         }
         pinging.spawn(async move {
-            for n in 0..PINGS {
-                let id = format!("{i}-{n}-{}", "p".repeat(40));
+            for first in (0..PINGS).step_by(burst) {
+                let ids: Vec<String> = (first..(first + burst).min(PINGS))
+                    .map(|n| format!("{i}-{n}-{}", "p".repeat(40)))
+                    .collect();
+                let frames: Vec<String> = ids.iter().map(|id| json!({"op": 3, "id": id}).to_string()).collect();
                 client
-                    .send_json(&json!({"op": 3, "id": id}))
+                    .send_texts(frames)
                     .await
-                    .unwrap_or_else(|e| panic!("session {i} sends PING {n}: {e}"));
-                let pong = client
-                    .recv_frame()
-                    .await
-                    .unwrap_or_else(|e| panic!("session {i} gets PONG {n}: {e}"));
-                assert_eq!(pong, json!({"op": 4, "id": id}), "session {i}");
+                    .unwrap_or_else(|e| panic!("session {i} sends PINGs from {first}: {e}"));
+                for id in ids {
+                    let pong = client
+                        .recv_frame()
+                        .await
+                        .unwrap_or_else(|e| panic!("session {i} gets the PONG to {id}: {e}"));
+                    assert_eq!(pong, json!({"op": 4, "id": id}), "session {i}");
+                }
             }
             client
         });
@@ -96,7 +104,7 @@ fn assert_per_session(hub: &HubProcess, before: u64, sessions: usize, what: &str
 }
 
 #[actix_web::test]
-async fn an_identified_session_costs_the_hub_under_13_kib_of_rss_idle_and_after_small_frames() {
+async fn an_identified_session_costs_the_hub_under_13_kib_of_rss_idle_and_after_small_frames_and_bursts() {
     // The harness sets a 60 s heartbeat, so the sessions do only what the
     // test has them do; connect rate limit raised for 1,500.
     let sessions = if socket_hub::bench::hub::raise_nofile(8192) >= 4096 {
@@ -122,12 +130,22 @@ async fn an_identified_session_costs_the_hub_under_13_kib_of_rss_idle_and_after_
     );
     assert_per_session(&hub, before, sessions, "idle identified sessions");
 
-    // About 6 KiB of small frames each way per session: a buffer that grew
-    // for them, or kept moving on through its pages, would show here.
-    let clients = tokio::time::timeout(Duration::from_secs(120), ping_each(clients))
+    // About 7 KiB of small frames each way per session, one at a time, then
+    // in bursts: a buffer that grew for them, or kept moving on through its
+    // pages, would show here.
+    let clients = tokio::time::timeout(Duration::from_secs(120), ping_each(clients, 1))
         .await
         .expect("every PING is answered within 120 s");
     assert_per_session(&hub, before, sessions, &format!("sessions after {PINGS} PINGs each"));
+    let clients = tokio::time::timeout(Duration::from_secs(120), ping_each(clients, BURST))
+        .await
+        .expect("every PING is answered within 120 s");
+    assert_per_session(
+        &hub,
+        before,
+        sessions,
+        &format!("sessions after {PINGS} more PINGs each, in bursts of {BURST}"),
+    );
     drop(clients);
     drop(warm);
 }
@@ -178,5 +196,57 @@ async fn frames_of_every_size_around_the_buffers_edges_arrive_whole_and_in_order
         let got = receiver.recv_frame_within(WAIT).await.expect("receives");
         assert_eq!(got["id"], i.to_string(), "frame {i} of {size} bytes of data, in order");
         assert_eq!(got["data"], data_of(size), "frame {i}: {size} bytes of data, whole");
+    }
+}
+
+/// Sends `head` in one write on a fresh connection and returns the status
+/// line of the answer.
+async fn status_line_for(port: u16, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    tcp.write_all(head.as_bytes()).await.expect("writes the request");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("an answer within WAIT")
+            .expect("reads");
+        assert!(
+            n > 0,
+            "connection closed without an answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.split("\r\n").next().unwrap_or_default().to_owned()
+}
+
+#[actix_web::test]
+async fn request_heads_up_to_the_http_layers_limit_are_read_and_larger_ones_get_431() {
+    let app = spawn_app().await;
+    // actix-http reads at most 128 KiB of a request head.
+    let head = |header_bytes: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "b".repeat(header_bytes)
+        )
+    };
+    for kib in [3, 100, 127] {
+        assert_eq!(
+            status_line_for(app.port, &head(kib * 1024)).await,
+            "HTTP/1.1 200 OK",
+            "a {kib} KiB header"
+        );
+    }
+    for kib in [129, 140, 160, 200] {
+        assert_eq!(
+            status_line_for(app.port, &head(kib * 1024)).await,
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "a {kib} KiB header"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut as _, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -1208,6 +1208,10 @@ where
 
         let mut read_some = false;
 
+        // socket-hub patch: whether the last read filled all the room it had, so that more may be
+        // waiting in the socket (assumed before the first read).
+        let mut filled = true;
+
         loop {
             // Return early when read buf exceed decoder's max buffer size.
             if this.read_buf.len() >= MAX_BUFFER_SIZE {
@@ -1242,22 +1246,38 @@ where
                 return Ok(false);
             }
 
+            // socket-hub patch: an empty buffer first takes back the room before its start when
+            // nothing else holds it (no copy, no allocation), so that what arrives next finds the
+            // whole buffer free.
+            if this.read_buf.is_empty() {
+                let _ = this.read_buf.try_reclaim(READ_BUFFER_INITIAL);
+            }
+
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                // socket-hub patch: with less than LW_BUFFER_SIZE bytes still to decode, make room
-                // for LW_BUFFER_SIZE more, which moves them back to the start of the buffer when
-                // nothing else holds it instead of growing it; only a connection with more than
-                // that undecoded grows its buffer by HW_BUFFER_SIZE steps.
-                let additional = if this.read_buf.len() < LW_BUFFER_SIZE {
+            // socket-hub patch: only after a read that filled its room (or with none left): after a
+            // short read the socket is most likely drained, and the next read is only to see it
+            // return Pending. With less than LW_BUFFER_SIZE bytes still to decode, make room for
+            // LW_BUFFER_SIZE more, which moves them back to the start of the buffer when nothing
+            // else holds it instead of growing it; with more, room for as much again as it holds,
+            // up to HW_BUFFER_SIZE as upstream, so the buffer doubles from its small start.
+            if remaining < LW_BUFFER_SIZE && (filled || remaining == 0) {
+                let len = this.read_buf.len();
+                let additional = if len < LW_BUFFER_SIZE {
                     LW_BUFFER_SIZE
                 } else {
-                    HW_BUFFER_SIZE - remaining
+                    len.min(HW_BUFFER_SIZE - remaining)
                 };
                 this.read_buf.reserve(additional);
             }
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+            // socket-hub patch: never read past MAX_BUFFER_SIZE (upstream's buffer, growing from
+            // 8 KiB, happened to stop there; one growing from 2 KiB would overshoot it).
+            let max_read = MAX_BUFFER_SIZE - this.read_buf.len();
+            let room = (this.read_buf.capacity() - this.read_buf.len()).min(max_read);
+            let mut read_buf = (&mut *this.read_buf).limit(max_read);
+
+            match tokio_util::io::poll_read_buf(io.as_mut(), cx, &mut read_buf) {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.
@@ -1270,6 +1290,7 @@ where
                     }
 
                     read_some = true;
+                    filled = n == room;
                 }
 
                 Poll::Pending => {

@@ -62,7 +62,7 @@ impl AsyncWrite for LimitedWriter {
 ///   the larger of this value and `WRITE_BUFFER_RETENTION_LIMIT`.
 /// - `partial`: If true, block writes after `body_len - 1024` bytes, including headers,
 ///   then resume them. Requires `body_len > 1024`.
-/// - `release`: If true, expect the drained buffer to retain at most `HW_BUFFER_SIZE` bytes.
+/// - `release`: If true, expect the drained buffer to retain at most `WRITE_BUFFER_INITIAL` bytes.
 ///   Otherwise, expect sufficient capacity for the body and reuse of the buffer on the next request.
 async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool, release: bool) {
     let mut io = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -122,7 +122,7 @@ async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool
         else {
             panic!()
         };
-        assert!(inner.project().write_buf.try_reclaim(HW_BUFFER_SIZE));
+        assert!(inner.project().write_buf.try_reclaim(WRITE_BUFFER_INITIAL));
     }
 
     let DispatcherState::Normal { inner } = &dispatcher.inner else {
@@ -132,7 +132,7 @@ async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool
 
     if release {
         assert!(
-            inner.write_buf.capacity() <= HW_BUFFER_SIZE,
+            inner.write_buf.capacity() <= WRITE_BUFFER_INITIAL,
             "drained buffer retained {} bytes",
             inner.write_buf.capacity()
         );
