@@ -1248,9 +1248,10 @@ where
 
             // socket-hub patch: an empty buffer first takes back the room before its start when
             // nothing else holds it (no copy, no allocation), so that what arrives next finds the
-            // whole buffer free.
+            // whole allocation free.
             if this.read_buf.is_empty() {
-                let _ = this.read_buf.try_reclaim(READ_BUFFER_INITIAL);
+                let whole = this.read_buf.capacity().max(READ_BUFFER_INITIAL - 1) + 1;
+                let _ = this.read_buf.try_reclaim(whole);
             }
 
             // grow buffer if necessary.
@@ -1271,8 +1272,10 @@ where
                 this.read_buf.reserve(additional);
             }
 
-            // socket-hub patch: never read past MAX_BUFFER_SIZE (upstream's buffer, growing from
-            // 8 KiB, happened to stop there; one growing from 2 KiB would overshoot it).
+            // socket-hub patch: never read past MAX_BUFFER_SIZE. Upstream reads as far as its buffer
+            // reaches, which for the head of a fresh connection, growing from 8 KiB, stops at
+            // MAX_BUFFER_SIZE; growing from 2 KiB it would overshoot, and the head limit would
+            // move. (Bodies are now also read at most MAX_BUFFER_SIZE at a time.)
             let max_read = MAX_BUFFER_SIZE - this.read_buf.len();
             let room = (this.read_buf.capacity() - this.read_buf.len()).min(max_read);
             let mut read_buf = (&mut *this.read_buf).limit(max_read);
