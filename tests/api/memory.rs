@@ -1,7 +1,8 @@
 //! What an identified session costs the hub, idle and after many small
-//! frames, and the HTTP/1 dispatcher's small starting buffers (vendor/README.md)
-//! growing for whatever a connection carries: a large upgrade request, and
-//! frames of every size around the buffers' edges.
+//! frames (one at a time, and in bursts), and the HTTP/1 dispatcher's small
+//! starting buffers (vendor/README.md) growing for whatever a connection
+//! carries: a large upgrade request, frames of every size around the
+//! buffers' edges, and request heads up to actix-http's 128 KiB limit.
 
 use std::time::Duration;
 
@@ -23,8 +24,9 @@ const PINGS: usize = 100;
 const BURST: usize = 20;
 /// Sessions opened at once.
 const CONCURRENCY: usize = 16;
-/// The most hub RSS one idle identified session may cost (issue target:
-/// 13 KiB; about 9.5 with the patched dispatcher, 14.6 without it).
+/// The most hub RSS one identified session may cost, idle or after small
+/// frames (the issue's target for idle sessions: 13 KiB; about 9.5 idle
+/// with the patched dispatcher, 14.6 without it).
 const KIB_PER_SESSION: f64 = 13.0;
 
 /// Opens `n` identified sessions, `CONCURRENCY` at a time.
