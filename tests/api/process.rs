@@ -53,10 +53,10 @@ impl HubProcess {
             ("HUB__SERVER__HOST", "127.0.0.1"),
             ("HUB__SERVER__PORT", port_s.as_str()),
             ("HUB__SERVER__WORKERS", "2"),
-            // No heartbeat PINGs in the middle of the flood.
+            // No heartbeat PINGs in the middle of a test.
             ("HUB__HEARTBEAT__INTERVAL_MS", "60000"),
             ("HUB__HEARTBEAT__TIMEOUT_MS", "120000"),
-            // The publisher is limited by TCP only.
+            // Clients are limited by TCP only.
             ("HUB__LIMITS__RATE_PER_SEC", "100000000"),
             ("HUB__LIMITS__RATE_BURST", "100000000"),
             ("HUB__LIMITS__CLOSE_GRACE_MS", "100"),
