@@ -814,3 +814,34 @@ async fn a_client_writing_faster_than_its_session_handles_frames_is_slowed_by_tc
     let status = hub.status().await;
     assert_eq!(status["connections"]["total"], 1, "{status}");
 }
+
+#[actix_web::test]
+async fn a_frame_announcing_more_than_max_frame_bytes_is_refused_at_its_header() {
+    // A frame's header gives its length. One announcing 256 MiB gets
+    // DISCONNECT 1009 and the close as soon as its header is in: the hub
+    // does not wait for (and hold) a payload larger than it would accept.
+    use tokio::io::AsyncWriteExt;
+
+    let mut hub = HubProcess::start(&[]);
+    hub.ready().await;
+    let (mut tcp, mut buf) = raw_identified(hub.port).await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(256u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    header.extend_from_slice(br#"{"op":3,"id":"#);
+    tcp.write_all(&header).await.expect("the header");
+
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        read_more(&mut tcp, &mut buf, WAIT, "the answer to the header").await;
+        frames.extend(take_server_frames(&mut buf));
+    }
+    let (opcode, payload) = &frames[0];
+    assert_eq!(*opcode, 1, "a text frame first");
+    let f: Value = serde_json::from_slice(payload).expect("JSON");
+    assert_eq!(f["op"], 2, "{f}");
+    assert_eq!(f["data"], json!({"code": 1009, "reason": "too_big"}), "{f}");
+    let (opcode, payload) = &frames[1];
+    assert_eq!(*opcode, 8, "then the close frame");
+    assert_eq!(&payload[..2], &1009u16.to_be_bytes());
+}

@@ -169,6 +169,14 @@ impl Parser {
 
         // not enough data
         if src.len() < frame_len {
+            // socket-hub patch: a frame that announces more than `max_size` is refused as soon
+            // as its header is in, not once all of it has been buffered, so that a peer cannot
+            // make the decoder hold whatever length it announces. (A whole one is still skipped
+            // below, as upstream.) The header stays in `src`: the stream cannot go on.
+            if length > max_size {
+                return Err(ProtocolError::Overflow);
+            }
+
             let min_length = min(length, max_size);
             let required_cap = match idx.checked_add(min_length) {
                 Some(cap) => cap,
@@ -395,22 +403,25 @@ mod tests {
         assert_eq!(buf.len(), 10);
     }
 
-    // Pins the accept side of the boundary through `parse`: the largest legal length must be
-    // treated as incomplete, not rejected. Only a 64-bit `usize` can represent it.
+    // The largest legal length, incomplete and over `max_size`. Only a 64-bit `usize` can
+    // represent it.
     #[cfg(target_pointer_width = "64")]
     #[test]
-    fn test_parse_accepts_largest_legal_64_bit_length() {
+    fn test_parse_refuses_largest_legal_64_bit_length_over_max_size() {
         let mut buf = BytesMut::from(&[0x81u8, 127][..]);
         buf.extend_from_slice(&U64_PAYLOAD_MAX.to_be_bytes());
 
-        // `max_size` is deliberately far below the declared length: an incomplete frame returns
-        // before the size check, so the header is accepted as incomplete. It also keeps the
-        // parser from reserving the declared length, which a large `max_size` would attempt.
+        // socket-hub patch: an incomplete frame over `max_size` is refused at its header, so the
+        // boundary shows only with a `max_size` of the declared length, which would make the
+        // parser reserve it; the most-significant-bit rule is pinned by
+        // `test_payload_len_msb_set` instead. Here: refused, and the header not consumed.
         assert!(
-            is_none(&Parser::parse(&mut buf, false, 1024)),
-            "the largest legal 64-bit length must be incomplete, not rejected"
+            matches!(
+                Parser::parse(&mut buf, false, 1024),
+                Err(ProtocolError::Overflow)
+            ),
+            "an incomplete frame over max_size must be refused at its header"
         );
-        // The header must stay buffered while the payload is awaited.
         assert_eq!(buf.len(), 10);
     }
 
