@@ -537,6 +537,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.on_invalid_utf8(ctx),
+            // The frame decoder's own complaint that comes as an I/O error
+            // (reserved bits set): a broken frame, like the other protocol
+            // errors below, not a broken connection.
+            Err(ws::ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                log::debug!("session {}: protocol error: {e}", self.id);
+                self.close(ctx, CloseCode::ProtocolError);
+            }
             // Any other I/O error: the connection is unusable, logged and
             // counted as 1006. (A connection that ends, broken or closed by
             // the client, ends the stream instead: `inbound::EndOnError`.)

@@ -190,6 +190,22 @@ async fn a_websocket_protocol_error_gets_disconnect_1002_then_close_1002() {
 }
 
 #[actix_web::test]
+async fn a_frame_with_a_reserved_bit_set_gets_disconnect_1002_then_close_1002() {
+    // RFC 6455 §5.2: RSV1-3 must be 0 unless an extension is negotiated, and
+    // the hub negotiates none.
+    let app = spawn_app().await;
+    let (mut c, _) = app.identified(&[]).await;
+    let mut frame = Frame::message(br#"{"op":3,"id":"p"}"#.to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    c.send_raw(Message::Frame(frame)).await.unwrap();
+    assert_eq!(c.recv_close(WAIT).await.unwrap(), (Some(1002), Some(1002)));
+    app.wait_connections("identified", 0).await;
+    let metrics = app.metrics().await;
+    let series = "socket_hub_disconnects_total{code=\"1002\",reason=\"protocol_error\"} 1\n";
+    assert!(metrics.contains(series), "{metrics}");
+}
+
+#[actix_web::test]
 async fn a_connection_that_ends_without_a_close_frame_is_counted_as_1006_and_one_that_sent_it_as_1000() {
     let app = spawn_app().await;
     let (dropped, _) = app.identified(&[]).await;
