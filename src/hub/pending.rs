@@ -2,6 +2,9 @@
 //! `REPLY`s reach it. Bounded in time (`limits.reply_ttl_ms`) and in size
 //! (`limits.max_pending_replies`, the oldest go first).
 //!
+//! Only a session a request reached (by its intent) may answer it: a reply
+//! from any other is answered as if the id were unknown.
+//!
 //! A `REPLY` carries only the id, and ids are the clients' to choose, so the
 //! same id may be waiting several times: two instances of a service that
 //! both number their requests from 1, or one client that reuses an id. Each
@@ -170,17 +173,14 @@ impl Pending {
         self.expire(now);
         let request = match self.map.get_mut(id) {
             None => return Target::Unknown,
-            Some(Requests::One(one)) => one,
+            // Only a session the request reached may answer it (§5).
+            Some(Requests::One(one)) if check(&one.sender, &one.reach).reaches => one,
+            Some(Requests::One(_)) => return Target::Unknown,
             Some(Requests::Many(all)) => {
                 let mut unanswered = None;
                 let mut newest_reaching = None;
-                let mut first_live = None;
                 for (i, r) in all.iter().enumerate() {
-                    let c = check(&r.sender, &r.reach);
-                    if c.live && first_live.is_none() {
-                        first_live = Some(i);
-                    }
-                    if c.reaches {
+                    if check(&r.sender, &r.reach).reaches {
                         if !r.answered_by(&replier) {
                             unanswered = Some(i);
                             break;
@@ -188,10 +188,9 @@ impl Pending {
                         newest_reaching = Some(i);
                     }
                 }
-                // None reached the replier: the oldest whose sender is connected.
-                match unanswered.or(newest_reaching).or(first_live) {
+                match unanswered.or(newest_reaching) {
                     Some(i) => &mut all[i],
-                    None => return Target::Gone,
+                    None => return Target::Unknown,
                 }
             }
         };
@@ -359,12 +358,33 @@ mod tests {
             reaches: *reach == group("g2") || *reach == Reach::Session(r),
         };
         assert_eq!(p.lookup("1", r, t0, in_g2), Target::Sender(b), "A asked g1 only");
-        // No request reached the replier: the oldest whose sender is connected.
-        let nobody = |s: &SessionId, _: &Reach| Check {
-            live: *s == b,
+        // No request reached the replier: as if the id were unknown.
+        let nobody = |_: &SessionId, _: &Reach| Check {
+            live: true,
             reaches: false,
         };
-        assert_eq!(p.lookup("1", SessionId::new(), t0, nobody), Target::Sender(b));
+        assert_eq!(p.lookup("1", SessionId::new(), t0, nobody), Target::Unknown);
+    }
+
+    #[test]
+    fn a_session_the_request_did_not_reach_cannot_answer_it() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_secs(60), 10);
+        let [a, b, bystander] = ids();
+        p.insert("q".into(), a, Reach::Session(b), t0);
+        let reached = |replier: SessionId| {
+            move |_: &SessionId, reach: &Reach| Check {
+                live: true,
+                reaches: *reach == Reach::Session(replier),
+            }
+        };
+        assert_eq!(p.lookup("q", bystander, t0, reached(bystander)), Target::Unknown);
+        assert_eq!(p.lookup("q", a, t0, reached(a)), Target::Unknown, "nor its sender");
+        assert_eq!(p.lookup("q", b, t0, reached(b)), Target::Sender(a));
+        let Some(Requests::One(request)) = p.map.get("q") else {
+            panic!("one request")
+        };
+        assert_eq!(request.replied, vec![b], "only the recipient's answer is recorded");
     }
 
     #[test]
@@ -417,11 +437,7 @@ mod tests {
         p.insert("x".into(), a, ALL, t0);
         p.insert("x".into(), b, ALL, t0 + Duration::from_millis(50));
         let t = t0 + Duration::from_millis(100);
-        let nobody = |_: &SessionId, _: &Reach| Check {
-            live: true,
-            reaches: false,
-        };
-        assert_eq!(p.lookup("x", r, t, nobody), Target::Sender(b));
+        assert_eq!(ask(&mut p, "x", r, t), Target::Sender(b));
         assert!(matches!(p.map.get("x"), Some(Requests::One(_))));
     }
 

@@ -223,6 +223,34 @@ async fn with_one_id_sent_to_different_targets_a_reply_goes_to_the_request_that_
 }
 
 #[actix_web::test]
+async fn only_a_session_the_event_reached_may_reply_to_it() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, b_id) = app.identified(&[]).await;
+    let (mut bystander, _) = app.identified(&[]).await;
+    a.send_json(
+        &json!({"op": 0, "id": "q-1", "event": "INFO", "data": 1, "intent": {"target": "DIRECT", "identifier": b_id}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "q-1");
+    // Neither a session it did not reach nor its own sender can answer it.
+    reply(&mut bystander, "q-1", json!("spoofed")).await;
+    assert_error(&bystander.recv_frame().await.unwrap(), "unknown_request", Some("q-1"));
+    reply(&mut a, "q-1", json!("own")).await;
+    assert_error(&a.recv_frame().await.unwrap(), "unknown_request", Some("q-1"));
+    reply(&mut b, "q-1", json!("answer")).await;
+    let answer = a.recv_frame().await.unwrap();
+    assert_eq!(
+        (answer["op"].clone(), answer["data"].clone()),
+        (json!(5), json!("answer")),
+        "{answer}"
+    );
+    assert_eq!(answer["source"]["session"], b_id.as_str());
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
 async fn a_reply_with_an_unknown_id_is_unknown_request_to_the_replier() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
