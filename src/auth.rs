@@ -67,12 +67,21 @@ impl Auth {
                 }
                 (digest, digest == sha256(DEMO_TOKEN))
             } else if let Some(var) = &s.token_env {
-                let token = std::env::var(var).ok().filter(|t| !blank(t)).ok_or_else(|| {
-                    SettingsError::new(
-                        key("token_env"),
-                        format!("environment variable {var} is unset or empty"),
-                    )
-                })?;
+                let token = match std::env::var(var) {
+                    Ok(token) if !blank(&token) => token,
+                    Ok(_) | Err(std::env::VarError::NotPresent) => {
+                        return Err(SettingsError::new(
+                            key("token_env"),
+                            format!("environment variable {var} is unset or empty"),
+                        ))
+                    }
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        return Err(SettingsError::new(
+                            key("token_env"),
+                            format!("environment variable {var} is not valid UTF-8 (not shown)"),
+                        ))
+                    }
+                };
                 (sha256(&token), token == DEMO_TOKEN)
             } else if let Some(path) = &s.token_file {
                 let text = std::fs::read_to_string(path)

@@ -1,9 +1,10 @@
 //! `HUB__<SECTION>__<KEY>` environment variables, the last settings layer.
 //!
 //! `config` collects them (prefix, separators, lower case); each value is
-//! then read as the type its key has in the merged files, where the built-in
-//! defaults give every typed key one, so that a number-like token stays text
-//! and a bad number is refused rather than guessed at.
+//! then read as the type its key has in the built-in defaults (or, for a key
+//! they lack, in the merged files), so that a number-like token stays text,
+//! a bad number is refused rather than guessed at, and a file that gave the
+//! key a wrong type is not blamed on the variable.
 
 use std::collections::HashMap;
 
@@ -25,10 +26,11 @@ pub(super) fn apply(
     let collected = environment.collect().map_err(super::config_error)?;
     let mut collected: Vec<_> = collected.into_iter().collect();
     collected.sort_by(|a, b| a.0.cmp(&b.0));
+    let types: Table = super::DEFAULT_TOML.parse().unwrap_or_default();
     let mut set = HashMap::new();
     for (key, value) in collected {
         let text = value.into_string().map_err(super::config_error)?;
-        set_one(tree, &key, text)?;
+        set_one(tree, &types, &key, text)?;
         set.insert(key.clone(), var_name(&key));
     }
     Ok(set)
@@ -44,11 +46,21 @@ pub(super) fn is_secret(key: &str) -> bool {
     key.rsplit('.').next().is_some_and(|name| name.contains("token"))
 }
 
+/// The value at `key` (`section.name`) in `tree`, if any.
+fn lookup<'a>(tree: &'a Table, key: &str) -> Option<&'a Value> {
+    let mut parts = key.split('.');
+    let mut value = tree.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_table()?.get(part)?;
+    }
+    Some(value)
+}
+
 /// Sets `key` (`section.name`) from a variable's text, read as the type the
-/// key has in the files: an integer, a number, a boolean, a list
-/// (comma-separated) or a string. A key the files do not have is a string;
-/// unknown keys are refused when the tree is read.
-fn set_one(tree: &mut Table, key: &str, text: String) -> Result<(), SettingsError> {
+/// key has in `types` (the built-in defaults) or else in the files: an
+/// integer, a number, a boolean, a list (comma-separated) or a string. A key
+/// neither has is a string; unknown keys are refused when the tree is read.
+fn set_one(tree: &mut Table, types: &Table, key: &str, text: String) -> Result<(), SettingsError> {
     let var = var_name(key);
     if key == "services" || key.starts_with("services.") {
         return Err(SettingsError::new(
@@ -78,7 +90,7 @@ fn set_one(tree: &mut Table, key: &str, text: String) -> Result<(), SettingsErro
         };
         SettingsError::new(key, format!("{var}: expected {what}{got}"))
     };
-    let value = match table.get(name) {
+    let value = match lookup(types, key).or(table.get(name)) {
         Some(Value::Integer(_)) => Value::Integer(text.trim().parse().map_err(|_| wrong("an integer"))?),
         Some(Value::Float(_)) => Value::Float(text.trim().parse().map_err(|_| wrong("a number"))?),
         Some(Value::Boolean(_)) => Value::Boolean(match text.trim() {

@@ -27,6 +27,12 @@ pub const DEMO_TOKEN: &str = "demo-token";
 
 /// The most `limits.max_connections` and `limits.max_pending_replies` may be.
 pub const MAX_COUNT: usize = 1_000_000_000;
+/// The longest duration a `*_ms` setting takes: 30 days.
+pub const MAX_MS: u64 = 30 * 24 * 3600 * 1000;
+/// The longest drain: an hour.
+pub const MAX_DRAIN_MS: u64 = 3600 * 1000;
+/// actix-server's own limit on worker threads.
+pub const MAX_WORKERS: usize = 512;
 
 /// A settings problem, naming the key at fault. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -196,12 +202,40 @@ pub struct ServiceSettings {
     pub groups: Vec<String>,
 }
 
+/// The process's `HUB__*` variables. One that is not valid UTF-8 is an error
+/// naming the variable, never showing its value (it may be a token); other
+/// variables are not read.
+fn hub_vars() -> Result<Vec<(String, String)>, SettingsError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !name.as_encoded_bytes().starts_with(b"HUB__") {
+            continue;
+        }
+        let Some(name) = name.to_str() else {
+            let shown = name.to_string_lossy().into_owned();
+            return Err(SettingsError::new(shown, "the variable's name is not valid UTF-8"));
+        };
+        let Some(value) = value.to_str() else {
+            return Err(SettingsError::new(
+                name,
+                "the variable's value is not valid UTF-8 (not shown)",
+            ));
+        };
+        vars.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(vars)
+}
+
 impl Settings {
     /// Loads every layer from the working directory and the process
     /// environment, then validates.
     pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
-        let env = std::env::var("HUB_ENV").ok().filter(|e| !e.is_empty());
-        Self::load_from(Path::new("settings"), env.as_deref(), config_file, std::env::vars())
+        let env = match std::env::var("HUB_ENV") {
+            Ok(env) => Some(env).filter(|e| !e.is_empty()),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => return Err(SettingsError::new("HUB_ENV", "is not valid UTF-8")),
+        };
+        Self::load_from(Path::new("settings"), env.as_deref(), config_file, hub_vars()?)
     }
 
     /// Loads with explicit inputs, for tests.
@@ -313,6 +347,28 @@ impl Settings {
                 return Err(SettingsError::new(key, format!("must be at most {MAX_COUNT}")));
             }
         }
+        // Durations: beyond these a timer's deadline could overflow, and a
+        // drain this long would keep the process from exiting after SIGTERM.
+        let durations = [
+            ("heartbeat.interval_ms", self.heartbeat.interval_ms, MAX_MS),
+            ("heartbeat.timeout_ms", self.heartbeat.timeout_ms, MAX_MS),
+            ("limits.identify_timeout_ms", self.limits.identify_timeout_ms, MAX_MS),
+            ("limits.reply_ttl_ms", self.limits.reply_ttl_ms, MAX_MS),
+            ("limits.close_grace_ms", self.limits.close_grace_ms, MAX_MS),
+            ("cluster.node_ttl_ms", self.cluster.node_ttl_ms, MAX_MS),
+            ("shutdown.drain_ms", self.shutdown.drain_ms, MAX_DRAIN_MS),
+        ];
+        for (key, value, max) in durations {
+            if value > max {
+                return Err(SettingsError::new(key, format!("must be at most {max}")));
+            }
+        }
+        if self.server.workers > MAX_WORKERS {
+            return Err(SettingsError::new(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0: one per core)"),
+            ));
+        }
         if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
             return Err(SettingsError::new(
                 "heartbeat.timeout_ms",
@@ -327,6 +383,12 @@ impl Settings {
         for (key, token) in [("status.token", &self.status.token), ("admin.token", &self.admin.token)] {
             if token.as_deref().is_some_and(blank) {
                 return Err(SettingsError::new(key, "must not be empty (leave it unset instead)"));
+            }
+            if token.as_deref().is_some_and(|t| t.trim() != t) {
+                return Err(SettingsError::new(
+                    key,
+                    "must not begin or end with whitespace: HTTP drops it from the Authorization header, so no request could match",
+                ));
             }
         }
         crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies)?;
@@ -753,6 +815,52 @@ mod tests {
             let e = load(&[], None, None, &[("HUB__ADMIN__TOKEN", token)]).expect_err("blank");
             assert_eq!(e.key, "admin.token");
         }
+    }
+
+    #[test]
+    fn durations_workers_and_bearer_tokens_have_bounds() {
+        let refused = [
+            ("HUB__SHUTDOWN__DRAIN_MS", "3600001", "shutdown.drain_ms"),
+            ("HUB__SHUTDOWN__DRAIN_MS", "9223372036854775807", "shutdown.drain_ms"),
+            ("HUB__LIMITS__REPLY_TTL_MS", "2592000001", "limits.reply_ttl_ms"),
+            (
+                "HUB__LIMITS__CLOSE_GRACE_MS",
+                "18446744073709551615",
+                "limits.close_grace_ms",
+            ),
+            ("HUB__SERVER__WORKERS", "513", "server.workers"),
+            ("HUB__ADMIN__TOKEN", " s3cr3t", "admin.token"),
+            ("HUB__STATUS__TOKEN", "s3cr3t ", "status.token"),
+        ];
+        for (var, value, key) in refused {
+            let e = load(&[], None, None, &[(var, value)]).expect_err(value);
+            assert_eq!(e.key, key, "{var}={value}: {e}");
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        }
+        let s = load(
+            &[],
+            None,
+            None,
+            &[("HUB__SHUTDOWN__DRAIN_MS", "3600000"), ("HUB__SERVER__WORKERS", "512")],
+        )
+        .expect("at the bounds");
+        assert_eq!((s.shutdown.drain_ms, s.server.workers), (3_600_000, 512));
+    }
+
+    #[test]
+    fn a_variable_is_typed_by_its_key_not_by_a_file_that_gave_it_a_wrong_type() {
+        let config = "[heartbeat]\ninterval_ms = 1.5\n[server]\nport = \"8080\"\n";
+        let s = load(
+            &[],
+            None,
+            Some(config),
+            &[("HUB__HEARTBEAT__INTERVAL_MS", "1000"), ("HUB__SERVER__PORT", "9412")],
+        )
+        .expect("the variables override the file's values");
+        assert_eq!((s.heartbeat.interval_ms, s.server.port), (1000, 9412));
+        let e = load(&[], None, Some(config), &[("HUB__SERVER__PORT", "9412")]).expect_err("the file's value");
+        assert_eq!(e.key, "heartbeat.interval_ms", "{e}");
+        assert!(!e.message.contains("HUB__"), "the variable is not blamed: {e}");
     }
 
     #[test]

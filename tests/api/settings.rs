@@ -252,6 +252,28 @@ async fn a_token_from_the_environment_is_kept_exactly_as_written() {
 }
 
 #[actix_web::test]
+async fn a_variable_that_is_not_utf8_exits_2_naming_it_without_showing_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hub_command(dir.path());
+    cmd.env("HUB__ADMIN__TOKEN", OsStr::from_bytes(b"s3cr3t\xff"));
+    let (code, _, stderr) = run_to_exit(cmd).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("HUB__ADMIN__TOKEN"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "the value is shown: {stderr}");
+    // Variables that are not the hub's are not read: the start goes on to
+    // the next complaint.
+    let mut cmd = hub_command(dir.path());
+    cmd.env("UNRELATED", OsStr::from_bytes(b"\xff"));
+    cmd.env("HUB__SERVER__PORT", "x");
+    let (code, _, stderr) = run_to_exit(cmd).await;
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("server.port"), "{stderr}");
+}
+
+#[actix_web::test]
 async fn an_empty_token_exits_2_naming_it() {
     assert_config_refused(
         "[[services]]\nname = \"orders\"\ntoken = \"\"\ngroups = [\"o\"]\n",
