@@ -31,6 +31,8 @@ pub enum AuthError {
     BadToken,
     #[error("group {0:?} is not allowed for this service")]
     ForbiddenGroup(String),
+    #[error("more than {0} groups asked for (limits.max_groups_per_session)")]
+    TooManyGroups(usize),
 }
 
 /// The services of the settings, ready to check tokens against.
@@ -151,17 +153,24 @@ impl Auth {
 impl Service {
     /// The groups to join: those requested, each checked against the
     /// service's list, or all named groups when none are requested.
-    pub fn resolve_groups(&self, requested: Option<&[String]>) -> Result<Vec<GroupName>, AuthError> {
+    ///
+    /// A client may ask for at most `max` groups (duplicates included); the
+    /// service's own list, when it asks for none, is the operator's.
+    pub fn resolve_groups(&self, requested: Option<&[String]>, max: usize) -> Result<Vec<GroupName>, AuthError> {
         let Some(requested) = requested else {
             return Ok(self.groups.clone());
         };
+        if requested.len() > max {
+            return Err(AuthError::TooManyGroups(max));
+        }
         let mut out: Vec<GroupName> = Vec::with_capacity(requested.len());
+        let mut seen = std::collections::HashSet::with_capacity(requested.len());
         for name in requested {
             let group = GroupName::parse(name).map_err(|_| AuthError::ForbiddenGroup(name.clone()))?;
             if !(self.any_group || self.groups.contains(&group)) {
                 return Err(AuthError::ForbiddenGroup(name.clone()));
             }
-            if !out.contains(&group) {
+            if seen.insert(group.clone()) {
                 out.push(group);
             }
         }
@@ -262,19 +271,19 @@ mod tests {
             .expect("loads");
         let s = a.check("t").expect("s");
         let names = |v: Vec<GroupName>| v.iter().map(|g| g.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(s.resolve_groups(None).expect("default")), vec!["a", "b"]);
-        assert_eq!(names(s.resolve_groups(Some(&["b".into()])).expect("b")), vec!["b"]);
+        assert_eq!(names(s.resolve_groups(None, 128).expect("default")), vec!["a", "b"]);
+        assert_eq!(names(s.resolve_groups(Some(&["b".into()]), 128).expect("b")), vec!["b"]);
         assert_eq!(
-            s.resolve_groups(Some(&["c".into()])),
+            s.resolve_groups(Some(&["c".into()]), 128),
             Err(AuthError::ForbiddenGroup("c".into()))
         );
         let any = a.check("u").expect("any");
-        assert!(any.resolve_groups(None).expect("none").is_empty());
+        assert!(any.resolve_groups(None, 128).expect("none").is_empty());
         assert_eq!(
-            names(any.resolve_groups(Some(&["zz".into()])).expect("any")),
+            names(any.resolve_groups(Some(&["zz".into()]), 128).expect("any")),
             vec!["zz"]
         );
-        assert!(any.resolve_groups(Some(&["bad name".into()])).is_err());
+        assert!(any.resolve_groups(Some(&["bad name".into()]), 128).is_err());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub identify_timeout: Duration,
+    /// Most groups an `IDENTIFY` may ask for.
+    pub max_groups: usize,
     pub max_frame_bytes: usize,
     /// Messages the hub may queue in a session's mailbox: more than the byte
     /// limit can ever hold, so that only the byte limit evicts.
@@ -80,6 +82,7 @@ impl SessionConfig {
             heartbeat_timeout: settings.heartbeat.timeout(),
             identify_timeout: settings.limits.identify_timeout(),
             max_frame_bytes: settings.limits.max_frame_bytes,
+            max_groups: settings.limits.max_groups_per_session,
             mailbox_capacity: settings.limits.max_outbound_bytes / FRAME_OVERHEAD + 16,
             rate_per_sec: settings.limits.rate_per_sec,
             rate_burst: settings.limits.rate_burst,
@@ -346,7 +349,7 @@ impl WsSession {
             return self.error(id, ErrorCode::AlreadyIdentified, ErrorCode::AlreadyIdentified.message());
         }
         let joined = self.config.auth.check(token).and_then(|service| {
-            let groups = service.resolve_groups(groups)?;
+            let groups = service.resolve_groups(groups, self.config.max_groups)?;
             Ok((service, groups))
         });
         let (service, groups) = match joined {
@@ -355,6 +358,11 @@ impl WsSession {
                 let code = match e {
                     AuthError::BadToken => ErrorCode::AuthFailed,
                     AuthError::ForbiddenGroup(_) => ErrorCode::ForbiddenGroup,
+                    // A list too long, like any field too long: the client
+                    // may try again.
+                    AuthError::TooManyGroups(_) => {
+                        return self.error(id, ErrorCode::InvalidFrame, &e.to_string());
+                    }
                 };
                 log::info!("identify refused: session {} peer {}: {}", self.id, self.peer(), e);
                 self.error(id, code, &e.to_string());

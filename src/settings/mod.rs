@@ -25,7 +25,8 @@ pub const PRODUCTION_TOML: &str = include_str!("../../settings/production.toml")
 /// a warning is logged while it is active.
 pub const DEMO_TOKEN: &str = "demo-token";
 
-/// The most `limits.max_connections` and `limits.max_pending_replies` may be.
+/// The most `limits.max_connections`, `limits.max_pending_replies` and
+/// `limits.max_groups_per_session` may be.
 pub const MAX_COUNT: usize = 1_000_000_000;
 /// The longest duration a `*_ms` setting takes: 30 days.
 pub const MAX_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -140,6 +141,8 @@ pub struct Limits {
     pub reply_ttl_ms: u64,
     /// Pending requests remembered at once; the oldest go first.
     pub max_pending_replies: usize,
+    /// Groups one `IDENTIFY` may ask for.
+    pub max_groups_per_session: usize,
     /// How long a session told to close (slow consumer, kick, shutdown) may
     /// take to flush its `DISCONNECT` before its socket is reset.
     pub close_grace_ms: u64,
@@ -328,6 +331,10 @@ impl Settings {
             ("limits.rate_burst", u64::from(self.limits.rate_burst)),
             ("limits.reply_ttl_ms", self.limits.reply_ttl_ms),
             ("limits.max_pending_replies", self.limits.max_pending_replies as u64),
+            (
+                "limits.max_groups_per_session",
+                self.limits.max_groups_per_session as u64,
+            ),
             ("limits.close_grace_ms", self.limits.close_grace_ms),
             ("cluster.node_ttl_ms", self.cluster.node_ttl_ms),
         ];
@@ -341,6 +348,7 @@ impl Settings {
         let bounded = [
             ("limits.max_connections", self.limits.max_connections),
             ("limits.max_pending_replies", self.limits.max_pending_replies),
+            ("limits.max_groups_per_session", self.limits.max_groups_per_session),
         ];
         for (key, value) in bounded {
             if value > MAX_COUNT {

@@ -63,6 +63,28 @@ async fn identify_data_that_is_not_an_object_is_invalid_frame_and_identify_can_f
 }
 
 #[actix_web::test]
+async fn more_groups_than_max_groups_per_session_is_invalid_frame_and_identify_can_follow() {
+    let app = spawn_app_with(|s| s.limits.max_groups_per_session = 1).await;
+    let mut c = app.connect().await;
+    // Counted as asked for, duplicates included.
+    for groups in [json!(["a", "b"]), json!(["a", "a"])] {
+        c.send_json(&json!({"op": 1, "id": "x1", "data": {"token": ANY_TOKEN, "groups": groups}}))
+            .await
+            .unwrap();
+        let error = c.recv_frame().await.unwrap();
+        assert_error(&error, "invalid_frame", Some("x1"));
+        let message = error["data"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("max_groups_per_session"), "{error}");
+    }
+    // Within the limit; a service's configured groups are not counted.
+    let data = c.identify(ANY_TOKEN, Some(&["a"])).await.unwrap();
+    assert_eq!(data["groups"], json!(["a"]));
+    let mut configured = app.connect().await;
+    let data = configured.identify(SVC_TOKEN, None).await.unwrap();
+    assert_eq!(data["groups"], json!(["g1", "g2"]));
+}
+
+#[actix_web::test]
 async fn a_group_not_allowed_gets_forbidden_group_then_disconnect_4004() {
     let app = spawn_app().await;
     let mut c = app.connect().await;
