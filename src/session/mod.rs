@@ -540,7 +540,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => self.out.pong(&payload),
+            // A WebSocket Ping counts against the rate limit like a frame:
+            // each one costs a Pong.
+            Ok(ws::Message::Ping(payload)) => {
+                if self.admit(ctx, None) {
+                    self.out.pong(&payload);
+                }
+            }
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(_)) => self.close(ctx, CloseCode::Normal),
             Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::TooBig),

@@ -405,6 +405,37 @@ async fn text_messages_that_are_not_utf8_count_against_the_rate_limit() {
 }
 
 #[actix_web::test]
+async fn websocket_pings_count_against_the_rate_limit() {
+    let (app, mut w, mut c) = rate_limited_app().await;
+    for _ in 0..30 {
+        if c.send_raw(Message::Ping(b"flood".to_vec().into())).await.is_err() {
+            break; // the hub may already have closed
+        }
+    }
+    let mut limited = 0;
+    let mut disconnect = None;
+    let close = loop {
+        match c.recv(WAIT).await.unwrap() {
+            Received::Frame(f) if f["event"] == "ERROR" => {
+                assert_error(&f, "rate_limited", None);
+                limited += 1;
+            }
+            Received::Frame(f) if f["op"] == 2 => disconnect = Some(f["data"].clone()),
+            Received::Frame(f) => panic!("unexpected {f}"),
+            Received::Closed(close) => break close.map(|(code, _)| code),
+            Received::Binary(b) => panic!("unexpected binary {b:?}"),
+        }
+    };
+    // The burst is answered with Pongs (which the client reads past), then
+    // Pings are dropped as `rate_limited` until more than `rate_burst`
+    // drops close the session.
+    assert!((BURST..=BURST + 1).contains(&limited), "{limited}");
+    assert_eq!(disconnect, Some(json!({"code": 4008, "reason": "rate_limited"})));
+    assert_eq!(close, Some(4008));
+    assert_witness_still_served(&app, &mut w).await;
+}
+
+#[actix_web::test]
 async fn a_websocket_ping_gets_a_pong() {
     let app = spawn_app().await;
     let (c, _) = app.identified(&[]).await;
