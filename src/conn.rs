@@ -74,6 +74,33 @@ impl Closer {
         drop(open);
     }
 
+    /// How many bytes the peer has acknowledged so far (`TCP_INFO`), while
+    /// the connection is open: whether a client is still reading.
+    pub fn bytes_acked(&self) -> Option<u64> {
+        let socket = self.0.upgrade()?;
+        let open = socket.open.lock().unwrap_or_else(|e| e.into_inner());
+        if !*open || socket_id(socket.fd) != Some(socket.id) {
+            return None;
+        }
+        let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the fd is open and this connection's while `open` is held
+        // (see `reset`); getsockopt writes at most `len` bytes into `info`,
+        // which starts zeroed, so a shorter answer leaves valid zeros.
+        let done = unsafe {
+            libc::getsockopt(
+                socket.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        drop(open);
+        // SAFETY: zeroed, then filled by the kernel: every field is an integer.
+        (done == 0).then(|| unsafe { info.assume_init() }.tcpi_bytes_acked)
+    }
+
     /// True while the connection is open.
     pub fn is_open(&self) -> bool {
         self.0

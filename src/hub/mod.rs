@@ -39,7 +39,7 @@ use crate::conn::Closer;
 use crate::metrics::{Drop, Metrics};
 use crate::protocol::frame::{self, op, Intent};
 use crate::protocol::{CloseCode, ErrorCode};
-use crate::session::{WsSession, FRAME_OVERHEAD};
+use crate::session::{outbox, WsSession, FRAME_OVERHEAD};
 use crate::settings::Settings;
 use crate::SessionId;
 use messages::*;
@@ -68,6 +68,14 @@ pub struct HubConfig {
     pub max_pending_replies: usize,
     /// How long a session told to close may take before its socket is reset.
     pub close_grace: Duration,
+    /// How long a session told to close may take while its client is still
+    /// reading (the heartbeat timeout).
+    pub close_grace_max: Duration,
+    /// When the hub itself closes a session that has not identified: the
+    /// identify timeout plus the close grace, after the session's own timer
+    /// (which does not run while its client reads too slowly to take in
+    /// what the session has queued).
+    pub identify_deadline: Duration,
 }
 
 impl HubConfig {
@@ -77,6 +85,8 @@ impl HubConfig {
             reply_ttl: s.limits.reply_ttl(),
             max_pending_replies: s.limits.max_pending_replies,
             close_grace: s.limits.close_grace(),
+            close_grace_max: s.heartbeat.timeout(),
+            identify_deadline: s.limits.identify_timeout() + s.limits.close_grace(),
         }
     }
 }
@@ -105,6 +115,9 @@ pub struct Hub {
     /// their `Leave` (already queued) counts them; one entry per such session
     /// until then.
     stopped: HashSet<SessionId>,
+    /// Each session's identify deadline, in the order they connected; one
+    /// entry per connection made within the last identify deadline.
+    deadlines: VecDeque<(Instant, SessionId)>,
 }
 
 /// Past this many bytes of routed frames the hub flushes at once, before it
@@ -134,6 +147,24 @@ impl Hub {
             draining: VecDeque::new(),
             drain_started: false,
             stopped: HashSet::new(),
+            deadlines: VecDeque::new(),
+        }
+    }
+
+    /// Closes with 4005 the sessions still not identified at their deadline.
+    fn enforce_identify_deadlines(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(key) = self.registry.key(&id) else { continue };
+            if self.registry.get(key).is_some_and(|e| e.service.is_none()) {
+                self.close_session(key, CloseCode::IdentifyTimeout);
+            }
+        }
+        if self.deadlines.is_empty() && self.deadlines.capacity() > 1024 {
+            self.deadlines = VecDeque::new();
         }
     }
 
@@ -266,17 +297,34 @@ impl Hub {
             link.peer.as_deref().unwrap_or("-"),
         );
         self.metrics.disconnected(code);
+        // The session's body runs its actor at once, backlog or not.
+        link.outbound.fetch_or(outbox::CLOSING, Ordering::AcqRel);
         // One message past the mailbox limit, once per session: bounded.
         link.addr.do_send(Close { code });
         // The grace runs on the system's thread, not as the hub's timer, so
         // that it ends on time even while the hub's mailbox never empties.
+        // A client that is still reading, only slowly, gets more time to
+        // reach its DISCONNECT, grace after grace, up to the heartbeat
+        // timeout; one that took in nothing during a grace is reset.
         let closer = link.closer;
-        let grace = self.config.close_grace;
+        let (grace, max) = (self.config.close_grace, self.config.close_grace_max);
         actix::System::current().arbiter().spawn(async move {
-            actix::clock::sleep(grace).await;
-            if closer.is_open() {
+            let ordered = Instant::now();
+            let mut acked = closer.bytes_acked();
+            loop {
+                actix::clock::sleep(grace).await;
+                if !closer.is_open() {
+                    return;
+                }
+                let now = closer.bytes_acked();
+                let reading = matches!((acked, now), (Some(before), Some(now)) if now > before);
+                if reading && ordered.elapsed() < max {
+                    acked = now;
+                    continue;
+                }
                 log::debug!("socket still open {:?} after close order; resetting it", code);
                 closer.reset();
+                return;
             }
         });
     }
@@ -295,7 +343,11 @@ impl Actor for Hub {
         // capacity here only decides when such a `send` parks, so keep it
         // well above any burst.
         ctx.set_mailbox_capacity(1 << 20);
-        ctx.run_interval(Duration::from_secs(1), |hub, _| hub.pending.expire(Instant::now()));
+        ctx.run_interval(Duration::from_secs(1), |hub, _| {
+            let now = Instant::now();
+            hub.pending.expire(now);
+            hub.enforce_identify_deadlines(now);
+        });
     }
 }
 
@@ -320,6 +372,8 @@ impl Handler<Connect> for Hub {
             batch_frames: 0,
         };
         let key = self.registry.insert(msg.id, link);
+        self.deadlines
+            .push_back((Instant::now() + self.config.identify_deadline, msg.id));
         if self.drain_started {
             self.close_session(key, CloseCode::Shutdown);
         }

@@ -583,6 +583,10 @@ impl Handler<Deliver> for WsSession {
 impl Handler<Close> for WsSession {
     type Result = ();
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        // The hub's order: what is still queued is dropped (at most once),
+        // so that the `DISCONNECT` goes out next, also to a client that
+        // reads too slowly to ever catch up (a slow consumer).
+        self.out.drop_backlog();
         self.close(ctx, msg.code);
     }
 }

@@ -67,6 +67,53 @@ struct Queue {
     /// bytes added per session).
     piece_kib: u8,
     join: bool,
+    /// Bytes at the front of the queue that finish a frame a piece cut in
+    /// two: they must go before anything else may (in the padding too).
+    cut_rest: u32,
+}
+
+/// Set in a session's outbound counter by the hub when it orders the session
+/// closed: its [`Body`] then runs the actor even with a backlog queued, so
+/// that the order is handled (and the backlog dropped) at once instead of
+/// after the backlog has drained.
+pub const CLOSING: usize = 1 << (usize::BITS - 1);
+
+/// The length of each whole server frame (unmasked) at the start of `bytes`,
+/// in order; stops at a header that is not all there.
+fn frame_lens(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let rest = bytes.get(at..)?;
+        let len = *rest.get(1)? & 0x7f;
+        let (header, payload) = match len {
+            126 => (4, usize::from(u16::from_be_bytes(rest.get(2..4)?.try_into().ok()?))),
+            127 => (
+                10,
+                usize::try_from(u64::from_be_bytes(rest.get(2..10)?.try_into().ok()?)).ok()?,
+            ),
+            n => (2, usize::from(n)),
+        };
+        let frame = header + payload;
+        at += frame;
+        Some(frame)
+    })
+}
+
+/// Where a cut `at` bytes into `bytes` falls, given that the first `rest`
+/// bytes finish an earlier frame: how many bytes after the cut finish the
+/// frame it splits (0 on a boundary).
+fn rest_after_cut(bytes: &[u8], rest: usize, at: usize) -> usize {
+    if rest >= at {
+        return rest - at;
+    }
+    let mut end = rest;
+    for len in frame_lens(&bytes[rest..]) {
+        end += len;
+        if end >= at {
+            return end - at;
+        }
+    }
+    0
 }
 
 impl Outbox {
@@ -80,6 +127,7 @@ impl Outbox {
             closed: false,
             piece_kib: if compact { COMPACT_PIECE_KIB } else { PIECE_KIB },
             join: compact,
+            cut_rest: 0,
         })))
     }
 
@@ -125,6 +173,35 @@ impl Outbox {
         q.chunks.push_back((chunk, counted));
     }
 
+    /// Whether the hub has ordered the session closed ([`CLOSING`]).
+    fn closing(&self) -> bool {
+        self.0.borrow().outbound.load(Ordering::Acquire) & CLOSING != 0
+    }
+
+    /// Drops what is queued and not yet handed on (delivery is at most once),
+    /// except the rest of a frame already partly handed on, so that what the
+    /// session queues next (its `DISCONNECT`) goes out next. Bytes counted
+    /// against the outbound limit are released.
+    pub fn drop_backlog(&self) {
+        let mut q = self.0.borrow_mut();
+        let q = &mut *q;
+        let mut kept = VecDeque::new();
+        let mut keep = q.cut_rest as usize;
+        while keep > 0 {
+            let Some(piece) = q.take(keep) else { break };
+            keep -= piece.len();
+            kept.push_back((piece, 0));
+        }
+        for (_, counted) in q.chunks.drain(..) {
+            if counted > 0 {
+                q.outbound.fetch_sub(counted, Ordering::AcqRel);
+            }
+        }
+        q.tail = BytesMut::new();
+        q.chunks = kept;
+        q.cut_rest = 0;
+    }
+
     /// The next piece to write, at most the outbox's piece size long.
     fn pop(&self) -> Option<Bytes> {
         let mut q = self.0.borrow_mut();
@@ -154,17 +231,25 @@ impl Outbox {
 impl Queue {
     /// The next `limit` bytes at most (`limit` > 0), in order; a chunk's
     /// counted bytes are released once its last byte is taken.
+    /// A piece that ends inside a frame notes how much of it is left
+    /// (`cut_rest`).
     fn take(&mut self, limit: usize) -> Option<Bytes> {
+        let rest = self.cut_rest as usize;
         let Some((chunk, counted)) = self.chunks.front_mut() else {
             if self.tail.len() > limit {
+                self.cut_rest = saturate(rest_after_cut(&self.tail, rest, limit));
                 return Some(self.tail.split_to(limit).freeze());
             }
             // The rest taken whole, so that an idle session keeps no buffer.
+            self.cut_rest = 0;
             return (!self.tail.is_empty()).then(|| std::mem::take(&mut self.tail).freeze());
         };
         if chunk.len() > limit {
+            self.cut_rest = saturate(rest_after_cut(chunk, rest, limit));
             return Some(chunk.split_to(limit));
         }
+        // A chunk holds whole frames: taken whole, it ends on a boundary.
+        self.cut_rest = 0;
         let counted = *counted;
         let (chunk, _) = self.chunks.pop_front()?;
         if counted > 0 {
@@ -172,6 +257,10 @@ impl Queue {
         }
         Some(chunk)
     }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The WebSocket response body: the session's actor context, then its outbox.
@@ -200,6 +289,16 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        // Once the hub has ordered the session closed, the actor runs before
+        // any backlog is handed on: it drops the backlog and queues its
+        // `DISCONNECT`, which then goes out next.
+        if !this.ended && this.outbox.closing() {
+            match Pin::new(&mut this.context).poll_next(cx) {
+                Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => {}
+            }
+        }
         if let Some(piece) = this.outbox.pop() {
             return Poll::Ready(Some(Ok(piece)));
         }
@@ -238,6 +337,65 @@ mod tests {
 
     fn drain(o: &Outbox) -> Vec<Bytes> {
         std::iter::from_fn(|| o.pop()).collect()
+    }
+
+    fn server_frame(payload_len: usize) -> BytesMut {
+        let mut b = BytesMut::new();
+        Parser::write_message(&mut b, vec![b'x'; payload_len], OpCode::Text, true, false);
+        b
+    }
+
+    #[test]
+    fn a_cut_knows_how_much_of_its_frame_is_left() {
+        let mut bytes = server_frame(10); // 12 bytes
+        bytes.extend_from_slice(&server_frame(200)); // 204 bytes
+        bytes.extend_from_slice(&server_frame(70_000)); // 70,010 bytes
+        assert_eq!(frame_lens(&bytes).collect::<Vec<_>>(), [12, 204, 70_010]);
+        assert_eq!(rest_after_cut(&bytes, 0, 5), 7);
+        assert_eq!(rest_after_cut(&bytes, 0, 12), 0);
+        assert_eq!(rest_after_cut(&bytes, 0, 100), 116);
+        assert_eq!(rest_after_cut(&bytes, 0, 216 + 10), 70_000);
+        // The first 7 bytes finish a frame cut before.
+        assert_eq!(rest_after_cut(&bytes[5..], 7, 3), 4);
+        assert_eq!(rest_after_cut(&bytes[5..], 7, 7), 0);
+        assert_eq!(rest_after_cut(&bytes[5..], 7, 8), 203);
+    }
+
+    #[test]
+    fn dropping_the_backlog_keeps_only_the_rest_of_a_frame_already_cut() {
+        let (o, outbound) = outbox();
+        let mut chunk = BytesMut::new();
+        for _ in 0..4 {
+            chunk.extend_from_slice(&server_frame(30 * 1024)); // 30,724 bytes each
+        }
+        let len = chunk.len();
+        outbound.fetch_add(len, Ordering::AcqRel);
+        o.push(chunk.freeze(), len);
+        assert_eq!(o.pop().map(|p| p.len()), Some(MAX_PIECE));
+        // The piece ended inside the third frame: the rest of it stays, the
+        // fourth goes, and what is queued next follows the third.
+        o.drop_backlog();
+        assert_eq!(outbound.load(Ordering::Acquire), 0, "the counted bytes are released");
+        o.text("bye");
+        let rest: Vec<_> = drain(&o).iter().map(|p| p.len()).collect();
+        assert_eq!(rest, [3 * 30_724 - MAX_PIECE, 5]);
+
+        // The same for a frame of the session's own, cut in two.
+        let (o, _) = outbox();
+        o.text(&"y".repeat(100 * 1024)); // 102,410 bytes
+        o.text("more");
+        assert_eq!(o.pop().map(|p| p.len()), Some(MAX_PIECE));
+        o.drop_backlog();
+        o.text("bye");
+        let rest: Vec<_> = drain(&o).iter().map(|p| p.len()).collect();
+        assert_eq!(rest, [102_410 - MAX_PIECE, 5]);
+
+        // Nothing cut: everything goes.
+        let (o, _) = outbox();
+        o.text("a");
+        o.push(Bytes::from(server_frame(10)), 0);
+        o.drop_backlog();
+        assert!(drain(&o).is_empty());
     }
 
     #[test]

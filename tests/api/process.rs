@@ -118,6 +118,17 @@ impl HubProcess {
         let body = resp.body().await.expect("/status body");
         serde_json::from_slice(&body).expect("/status is JSON")
     }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(self.http_url("/metrics")).send())
+            .await
+            .expect("/metrics answers in time")
+            .expect("/metrics request succeeds");
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = resp.body().await.expect("/metrics body");
+        String::from_utf8(body.to_vec()).expect("/metrics is text")
+    }
 }
 
 impl Drop for HubProcess {

@@ -692,10 +692,31 @@ async fn read_more<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8
 /// A raw TCP connection upgraded and identified (in no group), and what it
 /// has read past the `IDENTIFY` answer.
 async fn raw_identified(port: u16) -> (tokio::net::TcpStream, Vec<u8>) {
-    use tokio::io::AsyncWriteExt;
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("client connects");
+    raw_identify(tcp, port, "[]").await
+}
+
+/// Upgrades `tcp` and identifies it in `groups` (a JSON list).
+async fn raw_identify(tcp: tokio::net::TcpStream, port: u16, groups: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tcp, mut buf) = raw_upgrade(tcp, port).await;
+    let identify = format!(r#"{{"op":1,"id":"i","data":{{"token":"{TOKEN}","groups":{groups}}}}}"#);
+    tcp.write_all(&masked_text(&identify)).await.expect("identify");
+    loop {
+        if let Some((_, payload)) = take_server_frames(&mut buf).first() {
+            let f: Value = serde_json::from_slice(payload).expect("JSON");
+            assert_eq!(f["event"], "IDENTIFY", "{f}");
+            return (tcp, buf);
+        }
+        read_more(&mut tcp, &mut buf, WAIT, "the identify").await;
+    }
+}
+
+/// Upgrades `tcp` to a WebSocket; what it has read past the response head.
+async fn raw_upgrade(mut tcp: tokio::net::TcpStream, port: u16) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
     let upgrade = format!(
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -710,15 +731,55 @@ async fn raw_identified(port: u16) -> (tokio::net::TcpStream, Vec<u8>) {
     };
     assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
     buf.drain(..head_end);
-    let identify = format!(r#"{{"op":1,"id":"i","data":{{"token":"{TOKEN}","groups":[]}}}}"#);
-    tcp.write_all(&masked_text(&identify)).await.expect("identify");
+    (tcp, buf)
+}
+
+/// A client socket with a small receive buffer, connected to the hub.
+async fn small_buffered(port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("small receive buffer");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(addr).await.expect("client connects")
+}
+
+/// Reads 8 KiB every 20 ms (about 400 KB/s) to the end of the stream, which
+/// must not be a reset; the `DISCONNECT` data and the close code it saw
+/// (nothing may follow them but the close frame and the end).
+async fn read_slowly_to_the_end<R: tokio::io::AsyncRead + Unpin>(
+    tcp: &mut R,
+    buf: &mut Vec<u8>,
+) -> (Option<Value>, Option<u16>) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + FLOOD_WAIT;
+    let mut chunk = vec![0u8; 8 * 1024];
+    let mut disconnect = None;
+    let mut close = None;
     loop {
-        if let Some((_, payload)) = take_server_frames(&mut buf).first() {
-            let f: Value = serde_json::from_slice(payload).expect("JSON");
-            assert_eq!(f["event"], "IDENTIFY", "{f}");
-            return (tcp, buf);
+        assert!(Instant::now() < deadline, "no end of the stream within {FLOOD_WAIT:?}");
+        let n = match tokio::time::timeout(FRAME_WAIT, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => panic!("the socket failed before the close (DISCONNECT {disconnect:?}): {e}"),
+            Err(_) => panic!("nothing to read within {FRAME_WAIT:?}"),
+        };
+        if n == 0 {
+            return (disconnect, close);
         }
-        read_more(&mut tcp, &mut buf, WAIT, "the identify").await;
+        buf.extend_from_slice(&chunk[..n]);
+        for (opcode, payload) in take_server_frames(buf) {
+            assert!(close.is_none(), "a frame after the close frame");
+            if opcode == 8 {
+                close = Some(u16::from_be_bytes([payload[0], payload[1]]));
+                continue;
+            }
+            assert!(disconnect.is_none(), "a frame after the DISCONNECT");
+            if opcode == 1 {
+                let f: Value = serde_json::from_slice(&payload).expect("JSON");
+                if f["op"] == 2 {
+                    disconnect = Some(f["data"].clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -844,4 +905,92 @@ async fn a_frame_announcing_more_than_max_frame_bytes_is_refused_at_its_header()
     let (opcode, payload) = &frames[1];
     assert_eq!(*opcode, 8, "then the close frame");
     assert_eq!(&payload[..2], &1009u16.to_be_bytes());
+}
+
+#[actix_web::test]
+async fn a_slow_consumer_that_still_reads_gets_disconnect_4007_then_the_close() {
+    // A member reads, but more slowly than a publisher sends to its group:
+    // once its queue passes max_outbound_bytes it is closed, and what was
+    // still queued for it is dropped so that its DISCONNECT comes next. It
+    // reads on, through what the sockets already hold, to the DISCONNECT,
+    // the close frame and the end of the stream: the socket is not reset
+    // while the client is still taking bytes in.
+    let mut hub = HubProcess::start(&[("HUB__LIMITS__MAX_OUTBOUND_BYTES", "262144")]);
+    hub.ready().await;
+    let tcp = small_buffered(hub.port).await;
+    let (mut tcp, mut buf) = raw_identify(tcp, hub.port, &format!("[\"{GROUP}\"]")).await;
+
+    let publisher = {
+        let url = hub.ws_url();
+        tokio::spawn(async move {
+            let mut c = Client::connect(&url).await.expect("publisher connects");
+            c.identify(TOKEN, Some(&[])).await.expect("publisher identifies");
+            let data = "x".repeat(DATA_BYTES);
+            let frames: Vec<String> = (0..64)
+                .map(|i| format!(r#"{{"op":0,"id":"f{i}","event":"E","data":"{data}","intent":{TO_GROUP}}}"#))
+                .collect();
+            // At most 100 MB, far past the member's limit.
+            for _ in 0..1600 {
+                if c.send_texts(frames.iter().cloned()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (disconnect, close) = read_slowly_to_the_end(&mut tcp, &mut buf).await;
+    // The publisher, which reads none of its own ERRORs once the group is
+    // empty, may be held up by TCP: it is stopped, not awaited.
+    publisher.abort();
+    assert_eq!(disconnect, Some(json!({"code": 4007, "reason": "slow_consumer"})));
+    assert_eq!(close, Some(4007));
+}
+
+#[actix_web::test]
+async fn a_client_that_never_identifies_is_closed_at_the_deadline_even_while_it_reads_too_slowly_to_catch_up() {
+    // Unidentified, it sends PINGs with 60 KB of data each and takes in the
+    // PONGs at 16 KB/s. Its session has a backlog to hand on all the while,
+    // and a session with a backlog does not run (nor does its own timer),
+    // so the hub closes it at the identify deadline (plus the close grace).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut hub = HubProcess::start(&[("HUB__LIMITS__IDENTIFY_TIMEOUT_MS", "1000")]);
+    hub.ready().await;
+    let tcp = small_buffered(hub.port).await;
+    let (tcp, _) = raw_upgrade(tcp, hub.port).await;
+    let connected = Instant::now();
+    let (mut rd, mut wr) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let ping = masked_text(&format!(r#"{{"op":3,"id":"p","data":"{}"}}"#, "x".repeat(60_000)));
+        for _ in 0..150 {
+            if wr.write_all(&ping).await.is_err() {
+                break; // closed
+            }
+        }
+        wr
+    });
+    let reader = tokio::spawn(async move {
+        let mut chunk = vec![0u8; 8 * 1024];
+        while let Ok(n) = rd.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    loop {
+        let status = hub.status().await;
+        if status["connections"]["total"] == 0 {
+            break;
+        }
+        assert!(
+            connected.elapsed() < Duration::from_secs(10),
+            "still connected after 10 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = hub.metrics().await;
+    let series = "socket_hub_disconnects_total{code=\"4005\",reason=\"identify_timeout\"} 1\n";
+    assert!(metrics.contains(series), "{metrics}");
+    writer.abort();
+    reader.abort();
 }
