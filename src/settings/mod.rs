@@ -831,11 +831,8 @@ mod tests {
             ("HUB__SHUTDOWN__DRAIN_MS", "3600001", "shutdown.drain_ms"),
             ("HUB__SHUTDOWN__DRAIN_MS", "9223372036854775807", "shutdown.drain_ms"),
             ("HUB__LIMITS__REPLY_TTL_MS", "2592000001", "limits.reply_ttl_ms"),
-            (
-                "HUB__LIMITS__CLOSE_GRACE_MS",
-                "18446744073709551615",
-                "limits.close_grace_ms",
-            ),
+            ("HUB__LIMITS__CLOSE_GRACE_MS", "2592000001", "limits.close_grace_ms"),
+            ("HUB__HEARTBEAT__TIMEOUT_MS", "2592000001", "heartbeat.timeout_ms"),
             ("HUB__SERVER__WORKERS", "513", "server.workers"),
             ("HUB__ADMIN__TOKEN", " s3cr3t", "admin.token"),
             ("HUB__STATUS__TOKEN", "s3cr3t ", "status.token"),
