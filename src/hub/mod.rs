@@ -58,6 +58,9 @@ pub struct Link {
     /// What they count against `limits.max_outbound_bytes`.
     batch_bytes: usize,
     batch_frames: u32,
+    /// The hub's count of identifies once this session identified (0
+    /// before): a request routed before that cannot have reached it.
+    joined: u64,
 }
 
 /// The hub's settings, read once.
@@ -118,6 +121,8 @@ pub struct Hub {
     /// Each session's identify deadline, in the order they connected; one
     /// entry per connection made within the last identify deadline.
     deadlines: VecDeque<(Instant, SessionId)>,
+    /// Identifies so far.
+    joins: u64,
 }
 
 /// Past this many bytes of routed frames the hub flushes at once, before it
@@ -148,6 +153,7 @@ impl Hub {
             drain_started: false,
             stopped: HashSet::new(),
             deadlines: VecDeque::new(),
+            joins: 0,
         }
     }
 
@@ -370,6 +376,7 @@ impl Handler<Connect> for Hub {
             batch: Vec::new(),
             batch_bytes: 0,
             batch_frames: 0,
+            joined: 0,
         };
         let key = self.registry.insert(msg.id, link);
         self.deadlines
@@ -386,6 +393,10 @@ impl Handler<Join> for Hub {
         let Some(key) = self.registry.key(&msg.id) else { return };
         self.metrics.identified.inc();
         self.metrics.service_joined(&msg.service);
+        self.joins += 1;
+        if let Some(entry) = self.registry.get_mut(key) {
+            entry.link.joined = self.joins;
+        }
         self.registry.identify(key, msg.service, msg.groups);
         self.metrics.groups.set(self.registry.group_count() as i64);
     }
@@ -425,7 +436,8 @@ impl Handler<Route> for Hub {
                             None => Reach::Everyone,
                         },
                     };
-                    self.pending.insert(msg.id.clone(), from, reach, Instant::now());
+                    self.pending
+                        .insert(msg.id.clone(), from, reach, self.joins, Instant::now());
                 }
                 if !out.is_empty() {
                     let at = self.append(&msg.frame);
@@ -450,9 +462,10 @@ impl Handler<Reply> for Hub {
         };
         let registry = &self.registry;
         let replier_groups = registry.get(replier).map(|e| &e.groups[..]).unwrap_or_default();
+        let joined = registry.get(replier).map_or(u64::MAX, |e| e.link.joined);
         let target = self
             .pending
-            .lookup(&msg.id, msg.from, Instant::now(), |sender, reach| Check {
+            .lookup(&msg.id, msg.from, joined, Instant::now(), |sender, reach| Check {
                 live: registry.key(sender).is_some(),
                 // A GLOBAL or GROUP frame never reaches its own sender.
                 reaches: match reach {

@@ -2,8 +2,9 @@
 //! `REPLY`s reach it. Bounded in time (`limits.reply_ttl_ms`) and in size
 //! (`limits.max_pending_replies`, the oldest go first).
 //!
-//! Only a session a request reached (by its intent) may answer it: a reply
-//! from any other is answered as if the id were unknown.
+//! Only a session a request reached (by its intent, and identified when it
+//! was routed) may answer it: a reply from any other is answered as if the
+//! id were unknown.
 //!
 //! A `REPLY` carries only the id, and ids are the clients' to choose, so the
 //! same id may be waiting several times: two instances of a service that
@@ -42,6 +43,9 @@ struct Request {
     /// Which entry of `order` keeps it (its deadline is there).
     generation: u64,
     reach: Reach,
+    /// Identifies (counted by the hub) before it was routed: a session that
+    /// identified later cannot have received it.
+    joins: u64,
     /// The repliers that have answered it (at most [`MAX_REPLIERS`]).
     replied: Vec<SessionId>,
 }
@@ -121,11 +125,11 @@ impl Pending {
         }
     }
 
-    /// Remembers that `sender` sent the `EVENT` `id` to `reach` at `now`
-    /// (one lookup). Earlier requests with the same id stay until they
+    /// Remembers that `sender` sent the `EVENT` `id` to `reach` at `now`,
+    /// after `joins` identifies (one lookup). Earlier requests with the same id stay until they
     /// expire, also those whose sender has left: a reply to one of them is
     /// `unknown_target`, not a reply for whoever used the id next.
-    pub fn insert(&mut self, id: Arc<str>, sender: SessionId, reach: Reach, now: Instant) {
+    pub fn insert(&mut self, id: Arc<str>, sender: SessionId, reach: Reach, joins: u64, now: Instant) {
         self.expire(now);
         let generation = self.generation + 1;
         let deadline = now + self.ttl;
@@ -133,6 +137,7 @@ impl Pending {
             sender,
             generation,
             reach,
+            joins,
             replied: Vec::new(),
         };
         match self.map.entry(id.clone()) {
@@ -162,25 +167,29 @@ impl Pending {
 
     /// Where `replier`'s `REPLY` to `id` goes, and notes that it answered.
     /// Every replier may answer until the request expires (scatter/gather).
-    /// `check` tells of a request's sender and reach.
+    /// `check` tells of a request's sender and reach; `joined` is how many
+    /// identifies the hub had counted when the replier identified.
     pub fn lookup(
         &mut self,
         id: &str,
         replier: SessionId,
+        joined: u64,
         now: Instant,
         check: impl Fn(&SessionId, &Reach) -> Check,
     ) -> Target {
         self.expire(now);
+        // Only a session the request reached may answer it (§5): one its
+        // intent covers, that had identified when it was routed.
+        let reached = |r: &Request| joined <= r.joins && check(&r.sender, &r.reach).reaches;
         let request = match self.map.get_mut(id) {
             None => return Target::Unknown,
-            // Only a session the request reached may answer it (§5).
-            Some(Requests::One(one)) if check(&one.sender, &one.reach).reaches => one,
+            Some(Requests::One(one)) if reached(one) => one,
             Some(Requests::One(_)) => return Target::Unknown,
             Some(Requests::Many(all)) => {
                 let mut unanswered = None;
                 let mut newest_reaching = None;
                 for (i, r) in all.iter().enumerate() {
-                    if check(&r.sender, &r.reach).reaches {
+                    if reached(r) {
                         if !r.answered_by(&replier) {
                             unanswered = Some(i);
                             break;
@@ -252,7 +261,7 @@ mod tests {
 
     /// Every sender is connected and every request reached the replier.
     fn ask(p: &mut Pending, id: &str, replier: SessionId, now: Instant) -> Target {
-        p.lookup(id, replier, now, |_, _| YES)
+        p.lookup(id, replier, 0, now, |_, _| YES)
     }
 
     fn group(name: &str) -> Reach {
@@ -268,7 +277,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, r] = ids();
-        p.insert("x".into(), a, ALL, t0);
+        p.insert("x".into(), a, ALL, 0, t0);
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(50)), Target::Sender(a));
         assert_eq!(
             ask(&mut p, "x", r, t0 + Duration::from_millis(60)),
@@ -285,12 +294,12 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, r] = ids();
-        p.insert("x".into(), a, ALL, t0);
+        p.insert("x".into(), a, ALL, 0, t0);
         let left = |_: &SessionId, _: &Reach| Check {
             live: false,
             reaches: true,
         };
-        assert_eq!(p.lookup("x", r, t0, left), Target::Gone);
+        assert_eq!(p.lookup("x", r, 0, t0, left), Target::Gone);
     }
 
     #[test]
@@ -299,7 +308,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 3);
         let [s, r] = ids();
         for i in 0..5 {
-            p.insert(i.to_string().into(), s, ALL, t0);
+            p.insert(i.to_string().into(), s, ALL, 0, t0);
         }
         assert_eq!(p.len(), 3);
         assert_eq!(ask(&mut p, "0", r, t0), Target::Unknown);
@@ -312,8 +321,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r, q] = ids();
-        p.insert("1".into(), a, group("g"), t0);
-        p.insert("1".into(), b, group("g"), t0);
+        p.insert("1".into(), a, group("g"), 0, t0);
+        p.insert("1".into(), b, group("g"), 0, t0);
         // A replier that answers in the order it received the requests.
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
@@ -327,9 +336,9 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, group("g"), t0);
+        p.insert("1".into(), a, group("g"), 0, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
-        p.insert("1".into(), b, group("g"), t0);
+        p.insert("1".into(), b, group("g"), 0, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
     }
 
@@ -338,10 +347,10 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, ALL, t0);
-        p.insert("1".into(), b, ALL, t0);
+        p.insert("1".into(), a, ALL, 0, t0);
+        p.insert("1".into(), b, ALL, 0, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
-        p.insert("1".into(), a, ALL, t0);
+        p.insert("1".into(), a, ALL, 0, t0);
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(b));
         assert_eq!(ask(&mut p, "1", r, t0), Target::Sender(a));
     }
@@ -351,19 +360,30 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("1".into(), a, group("g1"), t0);
-        p.insert("1".into(), b, Reach::Session(r), t0);
+        p.insert("1".into(), a, group("g1"), 0, t0);
+        p.insert("1".into(), b, Reach::Session(r), 0, t0);
         let in_g2 = |_: &SessionId, reach: &Reach| Check {
             live: true,
             reaches: *reach == group("g2") || *reach == Reach::Session(r),
         };
-        assert_eq!(p.lookup("1", r, t0, in_g2), Target::Sender(b), "A asked g1 only");
+        assert_eq!(p.lookup("1", r, 0, t0, in_g2), Target::Sender(b), "A asked g1 only");
         // No request reached the replier: as if the id were unknown.
         let nobody = |_: &SessionId, _: &Reach| Check {
             live: true,
             reaches: false,
         };
-        assert_eq!(p.lookup("1", SessionId::new(), t0, nobody), Target::Unknown);
+        assert_eq!(p.lookup("1", SessionId::new(), 0, t0, nobody), Target::Unknown);
+    }
+
+    #[test]
+    fn a_session_that_identified_after_the_request_was_routed_cannot_answer_it() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(Duration::from_secs(60), 10);
+        let [a, early, late] = ids();
+        // Routed after 2 identifies: the sessions that joined as 1st and 2nd.
+        p.insert("q".into(), a, ALL, 2, t0);
+        assert_eq!(p.lookup("q", late, 3, t0, |_, _| YES), Target::Unknown);
+        assert_eq!(p.lookup("q", early, 2, t0, |_, _| YES), Target::Sender(a));
     }
 
     #[test]
@@ -371,16 +391,16 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, bystander] = ids();
-        p.insert("q".into(), a, Reach::Session(b), t0);
+        p.insert("q".into(), a, Reach::Session(b), 0, t0);
         let reached = |replier: SessionId| {
             move |_: &SessionId, reach: &Reach| Check {
                 live: true,
                 reaches: *reach == Reach::Session(replier),
             }
         };
-        assert_eq!(p.lookup("q", bystander, t0, reached(bystander)), Target::Unknown);
-        assert_eq!(p.lookup("q", a, t0, reached(a)), Target::Unknown, "nor its sender");
-        assert_eq!(p.lookup("q", b, t0, reached(b)), Target::Sender(a));
+        assert_eq!(p.lookup("q", bystander, 0, t0, reached(bystander)), Target::Unknown);
+        assert_eq!(p.lookup("q", a, 0, t0, reached(a)), Target::Unknown, "nor its sender");
+        assert_eq!(p.lookup("q", b, 0, t0, reached(b)), Target::Sender(a));
         let Some(Requests::One(request)) = p.map.get("q") else {
             panic!("one request")
         };
@@ -392,15 +412,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_secs(60), 10);
         let [a, b, r] = ids();
-        p.insert("7".into(), a, group("g1"), t0);
-        p.insert("7".into(), b, group("g2"), t0);
+        p.insert("7".into(), a, group("g1"), 0, t0);
+        p.insert("7".into(), b, group("g2"), 0, t0);
         // A has left; the replier is in g1 only.
         let check = |s: &SessionId, reach: &Reach| Check {
             live: *s != a,
             reaches: *reach == group("g1"),
         };
-        assert_eq!(p.lookup("7", r, t0, check), Target::Gone);
-        assert_eq!(p.lookup("7", r, t0, check), Target::Gone, "and again");
+        assert_eq!(p.lookup("7", r, 0, t0, check), Target::Gone);
+        assert_eq!(p.lookup("7", r, 0, t0, check), Target::Gone, "and again");
     }
 
     #[test]
@@ -408,20 +428,20 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, m, r] = ids();
-        p.insert("x".into(), a, group("g"), t0);
-        p.insert("x".into(), m, group("g"), t0);
+        p.insert("x".into(), a, group("g"), 0, t0);
+        p.insert("x".into(), m, group("g"), 0, t0);
         assert_eq!(ask(&mut p, "x", r, t0), Target::Sender(a));
         // Once A has left, a reply to its request is unknown_target, even
         // after M has used the id again; M's requests come after it.
-        p.insert("x".into(), m, group("g"), t0 + Duration::from_millis(50));
+        p.insert("x".into(), m, group("g"), 0, t0 + Duration::from_millis(50));
         let a_left = |s: &SessionId, _: &Reach| Check {
             live: *s != a,
             reaches: true,
         };
         let fresh = SessionId::new();
         let t = t0 + Duration::from_millis(50);
-        assert_eq!(p.lookup("x", fresh, t, a_left), Target::Gone);
-        assert_eq!(p.lookup("x", fresh, t, a_left), Target::Sender(m));
+        assert_eq!(p.lookup("x", fresh, 0, t, a_left), Target::Gone);
+        assert_eq!(p.lookup("x", fresh, 0, t, a_left), Target::Sender(m));
         // Each request expires on its own: M's first at 100 ms, its second at 150.
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(120)), Target::Sender(m));
         assert_eq!(ask(&mut p, "x", r, t0 + Duration::from_millis(150)), Target::Unknown);
@@ -434,8 +454,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::new(Duration::from_millis(100), 10);
         let [a, b, r] = ids();
-        p.insert("x".into(), a, ALL, t0);
-        p.insert("x".into(), b, ALL, t0 + Duration::from_millis(50));
+        p.insert("x".into(), a, ALL, 0, t0);
+        p.insert("x".into(), b, ALL, 0, t0 + Duration::from_millis(50));
         let t = t0 + Duration::from_millis(100);
         assert_eq!(ask(&mut p, "x", r, t), Target::Sender(b));
         assert!(matches!(p.map.get("x"), Some(Requests::One(_))));
@@ -447,7 +467,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 1000);
         let senders: Vec<_> = (0..MAX_REQUESTS + 5).map(|_| SessionId::new()).collect();
         for s in &senders {
-            p.insert("1".into(), *s, ALL, t0);
+            p.insert("1".into(), *s, ALL, 0, t0);
         }
         let Some(Requests::Many(all)) = p.map.get("1") else {
             panic!("several requests")
@@ -471,7 +491,7 @@ mod tests {
         let mut p = Pending::new(Duration::from_secs(60), 4);
         let [a, b, r] = ids();
         for i in 0..1000 {
-            p.insert("same".into(), if i % 2 == 0 { a } else { b }, ALL, t0);
+            p.insert("same".into(), if i % 2 == 0 { a } else { b }, ALL, 0, t0);
         }
         // The newest requests are kept (as many as the order queue holds):
         // a replier answers them oldest first.

@@ -251,6 +251,23 @@ async fn only_a_session_the_event_reached_may_reply_to_it() {
 }
 
 #[actix_web::test]
+async fn a_session_that_identified_after_a_global_event_cannot_reply_to_it() {
+    let app = spawn_app().await;
+    let (mut a, _) = app.identified(&[]).await;
+    let (mut b, _) = app.identified(&[]).await;
+    a.send_json(&json!({"op": 0, "id": "late-1", "event": "INFO", "data": 1}))
+        .await
+        .unwrap();
+    assert_eq!(b.recv_frame().await.unwrap()["id"], "late-1");
+    let (mut late, _) = app.identified(&[]).await;
+    reply(&mut late, "late-1", json!("spoofed")).await;
+    assert_error(&late.recv_frame().await.unwrap(), "unknown_request", Some("late-1"));
+    reply(&mut b, "late-1", json!("answer")).await;
+    assert_eq!(a.recv_frame().await.unwrap()["data"], "answer");
+    assert_silent(&mut a, QUIET).await;
+}
+
+#[actix_web::test]
 async fn a_reply_with_an_unknown_id_is_unknown_request_to_the_replier() {
     let app = spawn_app().await;
     let (mut a, _) = app.identified(&[]).await;
