@@ -198,8 +198,9 @@ impl Outbox {
             }
         }
         q.tail = BytesMut::new();
+        // What is kept is still the rest of the cut frame.
+        q.cut_rest = saturate(kept.iter().map(|(piece, _)| piece.len()).sum());
         q.chunks = kept;
-        q.cut_rest = 0;
     }
 
     /// The next piece to write, at most the outbox's piece size long.
@@ -390,6 +391,18 @@ mod tests {
         let rest: Vec<_> = drain(&o).iter().map(|p| p.len()).collect();
         assert_eq!(rest, [102_410 - MAX_PIECE, 5]);
 
+        // Dropped twice, the second time before the kept rest has gone:
+        // it is still the rest of the cut frame, kept again.
+        let (o, _) = outbox();
+        o.text(&"y".repeat(100 * 1024));
+        assert_eq!(o.pop().map(|p| p.len()), Some(MAX_PIECE));
+        o.drop_backlog();
+        o.text("more");
+        o.drop_backlog();
+        o.text("bye");
+        let rest: Vec<_> = drain(&o).iter().map(|p| p.len()).collect();
+        assert_eq!(rest, [102_410 - MAX_PIECE, 5]);
+
         // Nothing cut: everything goes.
         let (o, _) = outbox();
         o.text("a");
@@ -555,6 +568,44 @@ mod tests {
             self.1.text("x");
             self.0.pop_front().unwrap_or(Poll::Ready(None))
         }
+    }
+
+    #[test]
+    fn once_the_hub_orders_a_close_the_body_runs_the_context_before_the_backlog() {
+        let (o, outbound) = outbox();
+        let backlog = Bytes::from(server_frame(10));
+        outbound.fetch_add(backlog.len(), Ordering::AcqRel);
+        o.push(backlog.clone(), backlog.len());
+        // Like the session handling the hub's `Close`: drops the backlog and
+        // queues its farewell.
+        struct Closing(Outbox);
+        impl Stream for Closing {
+            type Item = Result<Bytes, ()>;
+            fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                self.0.drop_backlog();
+                self.0.text("bye");
+                Poll::Ready(None)
+            }
+        }
+        let mut body = Body::new(Closing(o.clone()), o.clone());
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Without the order, the backlog goes first.
+        assert_eq!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(backlog.clone())))
+        );
+        outbound.fetch_add(backlog.len(), Ordering::AcqRel);
+        o.push(backlog.clone(), backlog.len());
+        outbound.fetch_or(CLOSING, Ordering::AcqRel);
+        let bye = Bytes::from_static(&[0x81, 3, b'b', b'y', b'e']);
+        assert_eq!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(Some(Ok(bye))));
+        assert_eq!(Pin::new(&mut body).poll_next(&mut cx), Poll::Ready(None));
+        assert_eq!(
+            outbound.load(Ordering::Acquire),
+            CLOSING,
+            "the backlog's bytes are released"
+        );
     }
 
     #[test]

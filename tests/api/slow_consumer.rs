@@ -914,8 +914,16 @@ async fn a_slow_consumer_that_still_reads_gets_disconnect_4007_then_the_close() 
     // still queued for it is dropped so that its DISCONNECT comes next. It
     // reads on, through what the sockets already hold, to the DISCONNECT,
     // the close frame and the end of the stream: the socket is not reset
-    // while the client is still taking bytes in.
-    let mut hub = HubProcess::start(&[("HUB__LIMITS__MAX_OUTBOUND_BYTES", "262144")]);
+    // while the client is still taking bytes in. (This covers the grace
+    // that a reading client gets again and again; that the backlog is
+    // dropped and the DISCONNECT comes next is covered by outbox.rs's unit
+    // tests, as the sockets here hold more than the backlog.) A close grace
+    // of a second, so that a test thread held up on a busy machine is not
+    // taken for a client that stopped reading.
+    let mut hub = HubProcess::start(&[
+        ("HUB__LIMITS__MAX_OUTBOUND_BYTES", "262144"),
+        ("HUB__LIMITS__CLOSE_GRACE_MS", "1000"),
+    ]);
     hub.ready().await;
     let tcp = small_buffered(hub.port).await;
     let (mut tcp, mut buf) = raw_identify(tcp, hub.port, &format!("[\"{GROUP}\"]")).await;
