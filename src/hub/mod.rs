@@ -125,6 +125,10 @@ pub struct Hub {
     joins: u64,
 }
 
+/// Most often a closing socket's progress is looked at, however short the
+/// close grace.
+const MIN_GRACE_CHECK: Duration = Duration::from_millis(100);
+
 /// Past this many bytes of routed frames the hub flushes at once, before it
 /// has handled all of its mailbox: bounds the shared buffer.
 const FLUSH_AT_BYTES: usize = 1 << 20;
@@ -318,7 +322,12 @@ impl Hub {
             let ordered = Instant::now();
             let mut acked = closer.bytes_acked();
             loop {
-                actix::clock::sleep(grace).await;
+                let wait = if acked.is_some() {
+                    grace.max(MIN_GRACE_CHECK)
+                } else {
+                    grace
+                };
+                actix::clock::sleep(wait).await;
                 if !closer.is_open() {
                     return;
                 }
@@ -381,6 +390,15 @@ impl Handler<Connect> for Hub {
         let key = self.registry.insert(msg.id, link);
         self.deadlines
             .push_back((Instant::now() + self.config.identify_deadline, msg.id));
+        // Entries of sessions that identified or left wait for their time;
+        // past twice the sessions there are, only the unidentified stay.
+        if self.deadlines.len() > 2 * self.registry.len() + 1024 {
+            let registry = &self.registry;
+            self.deadlines.retain(|(_, id)| {
+                let entry = registry.key(id).and_then(|key| registry.get(key));
+                entry.is_some_and(|e| e.service.is_none())
+            });
+        }
         if self.drain_started {
             self.close_session(key, CloseCode::Shutdown);
         }

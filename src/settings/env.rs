@@ -1,8 +1,8 @@
 //! `HUB__<SECTION>__<KEY>` environment variables, the last settings layer.
 //!
 //! `config` collects them (prefix, separators, lower case); each value is
-//! then read as the type its key has in the built-in defaults (or, for a key
-//! they lack, in the merged files), so that a number-like token stays text,
+//! then read as the type its key has in the built-in defaults (a key they
+//! lack, such as a token, is text), so that a number-like token stays text,
 //! a bad number is refused rather than guessed at, and a file that gave the
 //! key a wrong type is not blamed on the variable.
 
@@ -57,9 +57,9 @@ fn lookup<'a>(tree: &'a Table, key: &str) -> Option<&'a Value> {
 }
 
 /// Sets `key` (`section.name`) from a variable's text, read as the type the
-/// key has in `types` (the built-in defaults) or else in the files: an
-/// integer, a number, a boolean, a list (comma-separated) or a string. A key
-/// neither has is a string; unknown keys are refused when the tree is read.
+/// key has in `types` (the built-in defaults): an integer, a number, a
+/// boolean, a list (comma-separated) or a string. A key they lack is a
+/// string; unknown keys are refused when the tree is read.
 fn set_one(tree: &mut Table, types: &Table, key: &str, text: String) -> Result<(), SettingsError> {
     let var = var_name(key);
     if key == "services" || key.starts_with("services.") {
@@ -90,7 +90,9 @@ fn set_one(tree: &mut Table, types: &Table, key: &str, text: String) -> Result<(
         };
         SettingsError::new(key, format!("{var}: expected {what}{got}"))
     };
-    let value = match lookup(types, key).or(table.get(name)) {
+    // A key without a built-in default is text (the tokens, the node id),
+    // whatever type a file gave it.
+    let value = match lookup(types, key) {
         Some(Value::Integer(_)) => Value::Integer(text.trim().parse().map_err(|_| wrong("an integer"))?),
         Some(Value::Float(_)) => Value::Float(text.trim().parse().map_err(|_| wrong("a number"))?),
         Some(Value::Boolean(_)) => Value::Boolean(match text.trim() {

@@ -866,6 +866,10 @@ mod tests {
         let e = load(&[], None, Some(config), &[("HUB__SERVER__PORT", "9412")]).expect_err("the file's value");
         assert_eq!(e.key, "heartbeat.interval_ms", "{e}");
         assert!(!e.message.contains("HUB__"), "the variable is not blamed: {e}");
+        // A key without a built-in default (a token) is text.
+        let s = load(&[], None, Some("[admin]\ntoken = 5\n"), &[("HUB__ADMIN__TOKEN", "abc")])
+            .expect("the variable overrides the file's number");
+        assert_eq!(s.admin.token.as_deref(), Some("abc"));
     }
 
     #[test]
