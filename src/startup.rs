@@ -31,6 +31,14 @@ pub enum BuildError {
     Bind { addr: String, source: std::io::Error },
 }
 
+/// HTTP workers for `server.workers = 0`: one per core but one, which the
+/// `Hub` actor's own thread takes; at least one. On 2 cores one worker and
+/// the hub's thread spent 7 % less CPU per delivery at 1 -> 1,000 at 200
+/// frames/s than two workers and the hub's thread (BENCHMARKS.md).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// A hub bound to its port, not yet serving.
 pub struct Application {
     port: u16,
@@ -109,9 +117,11 @@ impl Application {
         .backlog(4096)
         .max_connections(settings.limits.max_connections.saturating_add(1024))
         .shutdown_timeout(1);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
+        let workers = match settings.server.workers {
+            0 => default_workers(),
+            n => n,
+        };
+        server = server.workers(workers);
         if settings.server.compact_write_buffers {
             // One body piece at a time, while the write buffer is empty: with
             // pieces of at most 8 KiB it never grows past 8 KiB. (Every
@@ -129,7 +139,7 @@ impl Application {
         // Serving from here on.
         ready.store(true, std::sync::atomic::Ordering::Release);
         log::info!(
-            "socket-hub {} listening on {}:{port}",
+            "socket-hub {} listening on {}:{port} ({workers} HTTP workers)",
             env!("CARGO_PKG_VERSION"),
             settings.server.host
         );

@@ -87,7 +87,7 @@ pub struct ServerSettings {
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// HTTP worker threads; 0 means one per core.
+    /// HTTP worker threads; 0 means one per core but one (the hub's thread).
     #[serde(default)]
     pub workers: usize,
     /// Sessions write in pieces of at most 8 KiB, one at a time, so that the
@@ -374,7 +374,7 @@ impl Settings {
         if self.server.workers > MAX_WORKERS {
             return Err(SettingsError::new(
                 "server.workers",
-                format!("must be at most {MAX_WORKERS} (0: one per core)"),
+                format!("must be at most {MAX_WORKERS} (0: one per core but one)"),
             ));
         }
         if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
