@@ -93,8 +93,8 @@ fn frame_lens(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
             ),
             n => (2, usize::from(n)),
         };
-        let frame = header + payload;
-        at += frame;
+        let frame = payload.checked_add(header)?;
+        at = at.checked_add(frame)?;
         Some(frame)
     })
 }
