@@ -110,24 +110,22 @@ impl HubProcess {
 
     /// `GET /status` as JSON.
     pub async fn status(&self) -> Value {
-        let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(self.http_url("/status")).send())
-            .await
-            .expect("/status answers in time")
-            .expect("/status request succeeds");
-        assert_eq!(resp.status().as_u16(), 200);
-        let body = resp.body().await.expect("/status body");
-        serde_json::from_slice(&body).expect("/status is JSON")
+        serde_json::from_slice(&self.get("/status").await).expect("/status is JSON")
     }
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
-        let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(self.http_url("/metrics")).send())
+        String::from_utf8(self.get("/metrics").await).expect("/metrics is text")
+    }
+
+    /// The body of `GET path`, which must answer 200 in time.
+    async fn get(&self, path: &str) -> Vec<u8> {
+        let mut resp = tokio::time::timeout(WAIT, awc::Client::new().get(self.http_url(path)).send())
             .await
-            .expect("/metrics answers in time")
-            .expect("/metrics request succeeds");
-        assert_eq!(resp.status().as_u16(), 200);
-        let body = resp.body().await.expect("/metrics body");
-        String::from_utf8(body.to_vec()).expect("/metrics is text")
+            .unwrap_or_else(|_| panic!("{path} answers in time"))
+            .unwrap_or_else(|e| panic!("{path} request fails: {e}"));
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        resp.body().await.expect("the body").to_vec()
     }
 }
 
